@@ -1,0 +1,149 @@
+"""The attributes the archive index needs, read from an encoded DICOM instance.
+
+Only these are parsed (PS3.10 file, pixel and waveform data skipped), so the
+receiving path stays lean. Person names are decoded with the instance's
+Specific Character Set (GB18030, GBK, ISO_IR 192, ...) and kept as Unicode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+_KEYWORDS = (
+    "SpecificCharacterSet",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "OtherPatientIDsSequence",
+    "PatientSex",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "StudyDescription",
+    "ReferringPhysicianName",
+    "Modality",
+    "BodyPartExamined",
+    "SeriesNumber",
+    "SeriesDescription",
+    "InstanceNumber",
+    "RequestedProcedurePriority",
+    "StudyPriorityID",
+    "RequestAttributesSequence",
+)
+
+
+class UnreadableInstance(ValueError):
+    """The bytes are not a DICOM instance the archive can index; the message says why."""
+
+
+@dataclass(frozen=True)
+class InstanceAttributes:
+    """What the index keeps of one instance."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax: str
+    patient_id: str
+    issuer_of_patient_id: str
+    other_patient_ids: tuple[tuple[str, str], ...]
+    patient_name: str
+    patient_sex: str
+    patient_birth_date: str
+    accession_number: str
+    study_id: str
+    study_date: str
+    study_time: str
+    study_description: str
+    referring_physician: str
+    modality: str
+    body_part: str
+    series_number: int | None
+    series_description: str
+    instance_number: int | None
+    priority: str
+
+
+def read_attributes(data: bytes) -> InstanceAttributes:
+    """Parse the indexed attributes of a PS3.10 file; raises :class:`UnreadableInstance`."""
+    try:
+        ds = dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=list(_KEYWORDS))
+        transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
+        values = {keyword: _text(ds, keyword) for keyword in REQUIRED_UIDS}
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:
+        raise UnreadableInstance(f"cannot parse dataset: {exc}") from exc
+    missing = [keyword for keyword in REQUIRED_UIDS if not values[keyword]]
+    if missing:
+        raise UnreadableInstance(f"missing {', '.join(missing)}")
+    if not transfer_syntax:
+        raise UnreadableInstance("missing Transfer Syntax UID in the file meta information")
+    try:
+        return InstanceAttributes(
+            sop_class_uid=values["SOPClassUID"],
+            sop_instance_uid=values["SOPInstanceUID"],
+            study_uid=values["StudyInstanceUID"],
+            series_uid=values["SeriesInstanceUID"],
+            transfer_syntax=transfer_syntax,
+            patient_id=_text(ds, "PatientID"),
+            issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
+            other_patient_ids=tuple(
+                (_text(item, "PatientID"), _text(item, "IssuerOfPatientID"))
+                for item in ds.get("OtherPatientIDsSequence", [])
+                if _text(item, "PatientID")
+            ),
+            patient_name=_text(ds, "PatientName"),
+            patient_sex=_text(ds, "PatientSex"),
+            patient_birth_date=_text(ds, "PatientBirthDate"),
+            accession_number=_text(ds, "AccessionNumber"),
+            study_id=_text(ds, "StudyID"),
+            study_date=_text(ds, "StudyDate"),
+            study_time=_text(ds, "StudyTime"),
+            study_description=_text(ds, "StudyDescription"),
+            referring_physician=_text(ds, "ReferringPhysicianName"),
+            modality=_text(ds, "Modality"),
+            body_part=_text(ds, "BodyPartExamined"),
+            series_number=_integer(ds, "SeriesNumber"),
+            series_description=_text(ds, "SeriesDescription"),
+            instance_number=_integer(ds, "InstanceNumber"),
+            priority=_priority(ds),
+        )
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise UnreadableInstance(f"cannot read attributes: {exc}") from exc
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip().rstrip("\x00")
+
+
+def _integer(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _priority(ds: Dataset) -> str:
+    """The study's own priority (PS3.3 C.4.11 Requested Procedure Priority), if it carries one."""
+    for item in ds.get("RequestAttributesSequence", []):
+        if _text(item, "RequestedProcedurePriority"):
+            return _text(item, "RequestedProcedurePriority").upper()
+    return (_text(ds, "RequestedProcedurePriority") or _text(ds, "StudyPriorityID")).upper()

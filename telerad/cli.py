@@ -1,0 +1,160 @@
+"""The ``telerad`` command line (click command groups)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+from sqlalchemy.orm import sessionmaker
+
+from telerad.config import Config, ConfigError, load_config
+from telerad.db import make_engine, make_session_factory, upgrade
+from telerad.users import MODALITIES, ROLES, UserError, add_user, create_token
+
+
+def _load(ctx: click.Context) -> Config:
+    try:
+        return load_config(ctx.obj["config_path"])
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _sessions(config: Config) -> sessionmaker:
+    return make_session_factory(make_engine(config.database_url))
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    return stop
+
+
+@click.group()
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), envvar="TELERAD_CONFIG",
+    default="config.yaml", show_default=True, help="Configuration file (keys overridable by TELERAD_<SECTION>_<KEY>).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log more detail.")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path, verbose: bool) -> None:
+    """Telerad: tele-imaging and remote diagnosis for a medical alliance."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("pynetdicom", "alembic.runtime.migration"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+    ctx.obj = {"config_path": config_path}
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run everything on one machine: DICOM node, web, worker (and the embedded Redis if no URL is set)."""
+    from telerad.supervisor import serve_all
+
+    serve_all(_load(ctx), ctx.obj["config_path"], _stop_on_signals())
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Receiver processes sharing the port.")
+@click.pass_context
+def dicom(ctx: click.Context, workers: int | None) -> None:
+    """Run the DICOM node alone (C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET)."""
+    from pacs_node.node import run
+
+    config = _load(ctx)
+    count = workers or config.dicom.workers
+    click.echo(f"DICOM node {config.dicom.ae_title} listening on {config.dicom.host}:{config.dicom.port} ({count} receiver(s))")
+    run(config, count, _stop_on_signals())
+
+
+@main.command()
+@click.pass_context
+def web(ctx: click.Context) -> None:
+    """Run the web application under a production WSGI server (waitress)."""
+    from waitress import serve as waitress_serve
+
+    from telerad.web import create_app
+
+    config = _load(ctx)
+    click.echo(f"web answering at http://{config.web.host}:{config.web.port}/")
+    waitress_serve(create_app(config), host=config.web.host, port=config.web.port, threads=8, ident="telerad")
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
+@click.pass_context
+def worker(ctx: click.Context, burst: bool) -> None:
+    """Run a job worker with the scheduler against TELERAD_REDIS_URL."""
+    from telerad.worker import run_worker
+
+    config = _load(ctx)
+    if not config.redis.url:
+        raise click.ClickException("redis.url: a worker needs a Redis URL (set TELERAD_REDIS_URL)")
+    run_worker(config.redis.url, burst=burst)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Create or migrate the schema to the newest version."""
+    config = _load(ctx)
+    upgrade(config.database_url)
+    click.echo("database is up to date")
+
+
+@main.group()
+def user() -> None:
+    """Users of the alliance."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True, help="What the user does in Telerad.")
+@click.option("--site", "site_code", required=True, help="Code of the user's site, e.g. CNTY.")
+@click.option("--modalities", default="", help=f"Readers: comma-separated, of {','.join(MODALITIES)}.")
+@click.option("--display-name", default="", help="Name shown in the interface.")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
+@click.pass_context
+def user_add(
+    ctx: click.Context, name: str, role: str, site_code: str, modalities: str, display_name: str, password_stdin: bool
+) -> None:
+    """Add a user NAME with a role, a site and (for readers) modalities."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    wanted = tuple(m.strip().upper() for m in modalities.split(",") if m.strip())
+    sessions = _sessions(_load(ctx))
+    try:
+        with sessions() as session, session.begin():
+            add_user(session, name, role, site_code, password, wanted, display_name, actor="cli")
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"user {name} added ({role} at {site_code})")
+
+
+@main.group()
+def token() -> None:
+    """API bearer tokens."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.pass_context
+def token_create(ctx: click.Context, name: str) -> None:
+    """Create a bearer token for user NAME and print it (it is shown only once)."""
+    sessions = _sessions(_load(ctx))
+    try:
+        with sessions() as session, session.begin():
+            issued = create_token(session, name, actor="cli")
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(issued)

@@ -1,0 +1,231 @@
+"""Configuration: ``config.yaml`` overlaid with ``TELERAD_<SECTION>_<KEY>`` variables.
+
+Configuration is data: one validated, immutable :class:`Config` object. A wrong
+or missing key stops start-up with a :class:`ConfigError` naming the key and
+what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "TELERAD_"
+SiteLevel = Literal["province", "county", "township", "village"]
+Role = Literal["station", "reader", "consultant", "supervisor", "admin"]
+
+
+class ConfigError(Exception):
+    """The configuration is wrong; the message names the key and what was expected."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceSection(_Section):
+    """Where Telerad keeps its files and which language it speaks by default."""
+
+    data_dir: Path = Path("var")
+    language: Literal["zh", "en"] = "zh"
+
+
+class DatabaseSection(_Section):
+    """The archive index and all other tables; empty ``url`` means an SQLite file in ``data_dir``."""
+
+    url: str = ""
+
+
+class RedisSection(_Section):
+    """The job queue's Redis; empty ``url`` starts the embedded server."""
+
+    url: str = ""
+
+
+class DicomSection(_Section):
+    """The DICOM node (PS3.7 DIMSE services over PS3.8 upper layer)."""
+
+    ae_title: str = Field("TELERAD", min_length=1, max_length=16)
+    host: str = "0.0.0.0"
+    port: int = Field(11112, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    stable_seconds: float = Field(60.0, gt=0)
+    max_pdu: int = Field(262144, ge=0)
+    network_timeout: float = Field(60.0, gt=0)
+
+
+class WebSection(_Section):
+    """The web application and the JSON API."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class StrongIdentifier(_Section):
+    """An identifier strong enough to link one person across sites, e.g. the national ID number."""
+
+    issuer: str = Field(min_length=1)
+
+
+class IdentitySection(_Section):
+    """How patients are identified across the alliance."""
+
+    strong_identifiers: tuple[StrongIdentifier, ...] = ()
+
+
+class ReturnAddress(_Section):
+    """Where a station receives reports: its own DICOM storage SCP."""
+
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class SiteConfig(_Section):
+    """One site of the alliance tree: province, county, township or village."""
+
+    code: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")
+    name: str = Field(min_length=1)
+    name_en: str = ""
+    level: SiteLevel
+    parent: str | None = None
+    ae_titles: tuple[str, ...] = ()
+    returns_to: ReturnAddress | None = None
+
+    @field_validator("ae_titles")
+    @classmethod
+    def _ae_titles_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for title in value:
+            if not 0 < len(title) <= 16 or title != title.strip() or "\\" in title:
+                raise ValueError(f"AE title {title!r} must be 1-16 characters without backslash or padding")
+        return value
+
+
+class UserConfig(_Section):
+    """A demo or seeded user; the password is generated at setup and printed once."""
+
+    name: str = Field(min_length=1, max_length=64)
+    display_name: str = ""
+    role: Role
+    site: str
+    modalities: tuple[str, ...] = ()
+
+
+class Config(_Section):
+    """The whole configuration of one Telerad installation."""
+
+    service: ServiceSection = ServiceSection()
+    database: DatabaseSection = DatabaseSection()
+    redis: RedisSection = RedisSection()
+    dicom: DicomSection = DicomSection()
+    web: WebSection = WebSection()
+    identity: IdentitySection = IdentitySection()
+    sites: tuple[SiteConfig, ...] = ()
+    users: tuple[UserConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _tree_is_consistent(self) -> Config:
+        codes: dict[str, SiteConfig] = {}
+        for index, site in enumerate(self.sites):
+            if site.code in codes:
+                raise ValueError(f"sites[{index}].code: duplicate site code {site.code!r}")
+            codes[site.code] = site
+        titles: dict[str, str] = {}
+        order = ("province", "county", "township", "village")
+        for index, site in enumerate(self.sites):
+            if site.parent is None:
+                if site.level != "province":
+                    raise ValueError(f"sites[{index}].parent: a {site.level} site needs a parent site code")
+            elif site.parent not in codes:
+                raise ValueError(f"sites[{index}].parent: unknown site code {site.parent!r}")
+            elif order.index(codes[site.parent].level) >= order.index(site.level):
+                raise ValueError(
+                    f"sites[{index}].parent: a {site.level} cannot sit under the {codes[site.parent].level} {site.parent!r}"
+                )
+            for title in site.ae_titles:
+                if title in titles:
+                    raise ValueError(f"sites[{index}].ae_titles: {title!r} is already registered to {titles[title]!r}")
+                titles[title] = site.code
+        for index, user in enumerate(self.users):
+            if user.site not in codes:
+                raise ValueError(f"users[{index}].site: unknown site code {user.site!r}")
+        return self
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory, absolute."""
+        return self.service.data_dir.resolve()
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the database, defaulting to an SQLite file in the data directory."""
+        return self.database.url or f"sqlite:///{self.data_dir / 'telerad.db'}"
+
+
+def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay ``TELERAD_<SECTION>_<KEY>`` (and ``TELERAD_<LIST>``) variables on ``raw``."""
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
+    sections = {name for name, field in Config.model_fields.items() if isinstance(field.default, BaseModel)}
+    for variable, value in environ.items():
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        rest = variable[len(ENV_PREFIX) :].lower()
+        section = next((s for s in sections if rest.startswith(s + "_")), None)
+        if section is not None:
+            key = rest[len(section) + 1 :]
+            parsed = yaml.safe_load(value) if value.strip() else value
+            merged.setdefault(section, {})
+            if not isinstance(merged[section], dict):
+                raise ConfigError(f"{section}: expected a mapping of keys")
+            # Keep strings as written unless YAML gives a non-string scalar or a collection.
+            merged[section][key] = value if isinstance(parsed, str) or parsed is None else parsed
+        elif rest in ("sites", "users"):
+            merged[rest] = yaml.safe_load(value)
+    return merged
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    got = error.get("input")
+    suffix = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) else ""
+    return f"{key}: {message}{suffix}"
+
+
+def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the configuration from ``path`` and the environment.
+
+    Relative paths in the file are taken relative to the file's folder.
+    Raises :class:`ConfigError` naming every wrong key.
+    """
+    environ = os.environ if environ is None else environ
+    path = Path(path or environ.get("TELERAD_CONFIG", "config.yaml"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    raw = _apply_environment(raw, environ)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise ConfigError(f"invalid configuration in {path}: {problems}") from None
+    data_dir = config.service.data_dir
+    if not data_dir.is_absolute():
+        data_dir = path.resolve().parent / data_dir
+    return config.model_copy(update={"service": config.service.model_copy(update={"data_dir": data_dir})})

@@ -1,0 +1,68 @@
+"""Assembly of the web application (Flask application factory)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flask import Flask, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
+
+from pacs_node.index import Instance, Study
+from telerad.config import Config
+from telerad.db import make_engine, make_session_factory
+from telerad.events import OutboxEvent
+
+
+def create_app(config: Config) -> Flask:
+    """The web application: health and metrics now; pages and APIs join as blueprints."""
+    app = Flask("telerad")
+    sessions = make_session_factory(make_engine(config.database_url))
+    app.extensions["telerad.config"] = config
+    app.extensions["telerad.sessions"] = sessions
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        try:
+            with sessions() as session:
+                session.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            return jsonify(status="unavailable", database=str(exc.__class__.__name__)), 503
+        return jsonify(status="ok", database="ok"), 200
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_ArchiveCollector(sessions))
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class _ArchiveCollector(Collector):
+    """Figures read from the database at scrape time, so every process reports the same."""
+
+    def __init__(self, sessions: sessionmaker) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self.sessions() as session:
+            studies = dict(session.execute(select(Study.state, func.count()).group_by(Study.state)).all())
+            instances, stored_bytes = session.execute(
+                select(func.count(Instance.id), func.coalesce(func.sum(Instance.size), 0))
+            ).one()
+            waiting = session.scalar(select(func.count()).where(OutboxEvent.sent_at.is_(None)))
+        by_state = GaugeMetricFamily("telerad_studies", "Studies in the archive index by state.", labels=["state"])
+        for state, count in sorted(studies.items()):
+            by_state.add_metric([state], count)
+        yield by_state
+        yield GaugeMetricFamily("telerad_instances", "Instances in the archive index.", value=instances)
+        yield GaugeMetricFamily("telerad_stored_bytes", "Bytes of the current instance files.", value=stored_bytes)
+        yield GaugeMetricFamily(
+            "telerad_outbox_waiting", "Events waiting to be handed to the job queue.", value=waiting or 0
+        )
