@@ -1,12 +1,13 @@
 """The attributes the archive index needs, read from an encoded DICOM instance.
 
-Only these are parsed (PS3.10 file, pixel and waveform data skipped), so the
-receiving path stays lean. Person names are decoded with the instance's
+The dataset is parsed up to the pixel data (values are decoded lazily, only
+for the attributes read here), so the receiving path stays lean. Person names are decoded with the instance's
 Specific Character Set (GB18030, GBK, ISO_IR 192, ...) and kept as Unicode.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -14,36 +15,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*", re.ASCII)  # PS3.5 9.1, at most 64 characters
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
-_KEYWORDS = (
-    "SpecificCharacterSet",
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "OtherPatientIDsSequence",
-    "PatientSex",
-    "PatientBirthDate",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "StudyDescription",
-    "ReferringPhysicianName",
-    "Modality",
-    "BodyPartExamined",
-    "SeriesNumber",
-    "SeriesDescription",
-    "InstanceNumber",
-    "RequestedProcedurePriority",
-    "StudyPriorityID",
-    "RequestAttributesSequence",
-)
-
-
 class UnreadableInstance(ValueError):
     """The bytes are not a DICOM instance the archive can index; the message says why."""
 
@@ -80,14 +53,17 @@ class InstanceAttributes:
 def read_attributes(data: bytes) -> InstanceAttributes:
     """Parse the indexed attributes of a PS3.10 file; raises :class:`UnreadableInstance`."""
     try:
-        ds = dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=list(_KEYWORDS))
+        ds = dcmread(BytesIO(data), stop_before_pixels=True)
         transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
         values = {keyword: _text(ds, keyword) for keyword in REQUIRED_UIDS}
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:
+    except (InvalidDicomError, OSError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:
         raise UnreadableInstance(f"cannot parse dataset: {exc}") from exc
     missing = [keyword for keyword in REQUIRED_UIDS if not values[keyword]]
     if missing:
         raise UnreadableInstance(f"missing {', '.join(missing)}")
+    for keyword in REQUIRED_UIDS:
+        if len(values[keyword]) > 64 or not _UID.fullmatch(values[keyword]):
+            raise UnreadableInstance(f"invalid {keyword} {values[keyword][:24]!r}")
     if not transfer_syntax:
         raise UnreadableInstance("missing Transfer Syntax UID in the file meta information")
     try:

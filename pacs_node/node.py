@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+from socketserver import TCPServer
 from dataclasses import dataclass
 
 from pynetdicom.transport import ThreadedAssociationServer
@@ -40,6 +41,13 @@ class ReusePortServer(ThreadedAssociationServer):
 
     allow_reuse_port = True
 
+    def shutdown(self) -> None:
+        """Stop accepting, abort the associations in progress and close the socket."""
+        TCPServer.shutdown(self)
+        self.server_close()
+        for association in self.active_associations:
+            association.abort()
+
 
 @dataclass
 class Receiver:
@@ -47,6 +55,7 @@ class Receiver:
 
     config: Config
     sessions: sessionmaker
+    archive: Archive
     registry: Registry
     server: ReusePortServer
 
@@ -81,7 +90,7 @@ def start_receiver(config: Config, sessions: sessionmaker | None = None) -> Rece
         (config.dicom.host, config.dicom.port), evt_handlers=provider.handlers(), server_class=ReusePortServer
     )
     threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True).start()
-    return Receiver(config, sessions, registry, server)
+    return Receiver(config, sessions, archive, registry, server)
 
 
 def housekeep(config: Config, sessions: sessionmaker, queue: Queue | None) -> None:
