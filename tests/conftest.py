@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,23 @@ def node(config: Config, sessions: sessionmaker) -> Iterator[Receiver]:
     receiver = start_receiver(config, sessions)
     yield receiver
     receiver.server.shutdown()
+
+
+def wait_for(ready: Callable[[], bool], process: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+    """Wait until ``ready()`` holds, checking between tries that ``process`` is still running."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        try:
+            process.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not happen within {timeout:.0f} s")
+            continue
+        pytest.fail(f"the process exited with {process.returncode} before {what}")
+
+
+def echo(port: int, calling_ae: str = "DG_CT") -> bool:
+    """Whether the node on ``port`` answers C-ECHO (dcmtk's echoscu)."""
+    return subprocess.run(
+        [tool("echoscu"), "-aet", calling_ae, "-aec", "TELERAD", "127.0.0.1", str(port)], capture_output=True
+    ).returncode == 0
