@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, select
+from sqlalchemy import Connection, ForeignKey, Index, String, Table, UniqueConstraint, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from pacs_node.attributes import InstanceAttributes
@@ -182,103 +182,141 @@ def index_instance(
     """Record a stored instance in the index within the caller's transaction.
 
     Raises :class:`UidCollisionError` when the study or instance belongs to
-    another site, before anything is written.
+    another site, before anything is written. This is the receiving hot path:
+    a handful of Core statements, no ORM unit of work.
     """
     now = clock.now()
-    current = session.scalar(select(Instance).where(Instance.sop_instance_uid == attrs.sop_instance_uid))
+    db = session.connection()
+    instances, studies, series_table = Instance.__table__, Study.__table__, Series.__table__
+    current = db.execute(
+        select(
+            instances.c.id, instances.c.sha256, instances.c.site_id, instances.c.series_pk, instances.c.size,
+            instances.c.version, instances.c.storage_key, instances.c.received_at,
+        ).where(instances.c.sop_instance_uid == attrs.sop_instance_uid)
+    ).first()
     if current is not None and current.sha256 == stored.sha256:
         return Outcome.DUPLICATE
     if current is not None and current.site_id != sender.site_id:
         raise UidCollisionError("SOP Instance", attrs.sop_instance_uid, current.site_id)
     # Lock the study row so a concurrent completion sweep sees this arrival (PostgreSQL).
-    study = session.scalar(select(Study).where(Study.study_uid == attrs.study_uid).with_for_update())
+    study = db.execute(
+        select(studies.c.id, studies.c.site_id, studies.c.patient_pk, studies.c.state, studies.c.modalities)
+        .where(studies.c.study_uid == attrs.study_uid)
+        .with_for_update()
+    ).first()
     if study is not None and study.site_id != sender.site_id:
         raise UidCollisionError("Study Instance", attrs.study_uid, study.site_id)
 
-    patient = _patient(session, attrs, sender, strong_issuers, now)
+    patient_pk = _patient_pk(db, attrs, sender, strong_issuers, now)
+    study_values = {
+        key: value
+        for key, value in {
+            "accession_number": attrs.accession_number,
+            "study_id": attrs.study_id,
+            "study_date": attrs.study_date,
+            "study_time": attrs.study_time,
+            "description": attrs.study_description,
+            "referring_physician": attrs.referring_physician,
+            "priority": attrs.priority,
+        }.items()
+        if value
+    }
     if study is None:
-        study = Study(
-            study_uid=attrs.study_uid,
-            patient_pk=patient.id,
-            site_id=sender.site_id,
-            calling_ae=sender.ae_title,
-            modalities="",
-            num_series=0,
-            num_instances=0,
-            size_bytes=0,
-            state=StudyState.RECEIVING,
-            update_pending=False,
-            first_received_at=now,
-            last_received_at=now,
-        )
-        session.add(study)
-    elif study.patient_pk != patient.id:
-        audit.record(
-            session, sender.ae_title, "study.patient_changed", "study", attrs.study_uid,
-            old_patient_pk=study.patient_pk, new_patient_pk=patient.id,
-        )
-        study.patient_pk = patient.id
-    _update_study(study, attrs, now)
-    session.flush()
-
-    series = session.scalar(select(Series).where(Series.series_uid == attrs.series_uid))
-    if series is None:
-        series = Series(series_uid=attrs.series_uid, study_pk=study.id, num_instances=0)
-        session.add(series)
-        study.num_series += 1
-    elif series.study_pk != study.id:
-        session.get(Study, series.study_pk).num_series -= 1  # type: ignore[union-attr]
-        series.study_pk = study.id
-        study.num_series += 1
-    series.modality = attrs.modality or series.modality or ""
-    series.series_number = attrs.series_number if attrs.series_number is not None else series.series_number
-    series.description = attrs.series_description or series.description or ""
-    series.body_part = attrs.body_part or series.body_part or ""
-    session.flush()
-
-    if current is None:
-        current = Instance(sop_instance_uid=attrs.sop_instance_uid, series_pk=series.id, version=1)
-        session.add(current)
-        series.num_instances += 1
-        study.num_instances += 1
-        outcome = Outcome.STORED
+        study_pk = db.execute(
+            insert(studies).values(
+                study_uid=attrs.study_uid, patient_pk=patient_pk, site_id=sender.site_id, calling_ae=sender.ae_title,
+                modalities=attrs.modality, num_series=0, num_instances=0, size_bytes=0,
+                state=StudyState.RECEIVING, update_pending=False, first_received_at=now, last_received_at=now,
+                **study_values,
+            )
+        ).inserted_primary_key[0]
     else:
-        session.add(
-            InstanceVersion(
-                sop_instance_uid=current.sop_instance_uid,
-                version=current.version,
-                sha256=current.sha256,
-                storage_key=current.storage_key,
-                size=current.size,
-                received_at=current.received_at,
-                replaced_at=now,
-                replaced_by_sha256=stored.sha256,
+        study_pk = study.id
+        if study.patient_pk != patient_pk:
+            audit.record(
+                session, sender.ae_title, "study.patient_changed", "study", attrs.study_uid,
+                old_patient_pk=study.patient_pk, new_patient_pk=patient_pk,
+            )
+        modalities = study.modalities.split("\\") if study.modalities else []
+        if attrs.modality and attrs.modality not in modalities:
+            study_values["modalities"] = "\\".join([*modalities, attrs.modality])
+        db.execute(
+            update(studies)
+            .where(studies.c.id == study_pk)
+            .values(
+                patient_pk=patient_pk, last_received_at=now,
+                update_pending=study.state == StudyState.COMPLETE, **study_values,
             )
         )
-        audit.record(
-            session, sender.ae_title, "instance.replaced", "instance", current.sop_instance_uid,
-            old_sha256=current.sha256, new_sha256=stored.sha256, version=current.version + 1,
+
+    series = db.execute(
+        select(series_table.c.id, series_table.c.study_pk).where(series_table.c.series_uid == attrs.series_uid)
+    ).first()
+    series_values = {
+        key: value
+        for key, value in {
+            "modality": attrs.modality,
+            "series_number": attrs.series_number,
+            "description": attrs.series_description,
+            "body_part": attrs.body_part,
+        }.items()
+        if value not in ("", None)
+    }
+    if series is None:
+        series_pk = db.execute(
+            insert(series_table).values(
+                series_uid=attrs.series_uid, study_pk=study_pk, num_instances=0, **series_values
+            )
+        ).inserted_primary_key[0]
+        _count(db, studies, study_pk, num_series=1)
+    else:
+        series_pk = series.id
+        if series.study_pk != study_pk:
+            _count(db, studies, series.study_pk, num_series=-1)
+            _count(db, studies, study_pk, num_series=1)
+            series_values["study_pk"] = study_pk
+        if series_values:
+            db.execute(update(series_table).where(series_table.c.id == series_pk).values(**series_values))
+
+    instance_values = {
+        "series_pk": series_pk,
+        "sop_class_uid": attrs.sop_class_uid,
+        "instance_number": attrs.instance_number,
+        "transfer_syntax": attrs.transfer_syntax,
+        "size": stored.size,
+        "sha256": stored.sha256,
+        "storage_key": stored.key,
+        "site_id": sender.site_id,
+        "calling_ae": sender.ae_title,
+        "received_at": now,
+    }
+    if current is None:
+        db.execute(insert(instances).values(sop_instance_uid=attrs.sop_instance_uid, version=1, **instance_values))
+        _count(db, series_table, series_pk, num_instances=1)
+        _count(db, studies, study_pk, num_instances=1, size_bytes=stored.size)
+        return Outcome.STORED
+    db.execute(
+        insert(InstanceVersion.__table__).values(
+            sop_instance_uid=attrs.sop_instance_uid, version=current.version, sha256=current.sha256,
+            storage_key=current.storage_key, size=current.size, received_at=current.received_at,
+            replaced_at=now, replaced_by_sha256=stored.sha256,
         )
-        study.size_bytes -= current.size
-        if current.series_pk != series.id:
-            old_series = session.get(Series, current.series_pk)
-            if old_series is not None:
-                old_series.num_instances -= 1
-            series.num_instances += 1
-            current.series_pk = series.id
-        current.version += 1
-        outcome = Outcome.REPLACED
-    current.sop_class_uid = attrs.sop_class_uid
-    current.instance_number = attrs.instance_number
-    current.transfer_syntax = attrs.transfer_syntax
-    current.size = stored.size
-    current.sha256 = stored.sha256
-    current.storage_key = stored.key
-    current.site_id = sender.site_id
-    current.calling_ae = sender.ae_title
-    current.received_at = now
-    study.size_bytes += stored.size
-    return outcome
+    )
+    db.execute(update(instances).where(instances.c.id == current.id).values(version=current.version + 1, **instance_values))
+    if current.series_pk != series_pk:
+        _count(db, series_table, current.series_pk, num_instances=-1)
+        _count(db, series_table, series_pk, num_instances=1)
+    _count(db, studies, study_pk, size_bytes=stored.size - current.size)
+    audit.record(
+        session, sender.ae_title, "instance.replaced", "instance", attrs.sop_instance_uid,
+        old_sha256=current.sha256, new_sha256=stored.sha256, version=current.version + 1,
+    )
+    return Outcome.REPLACED
+
+
+def _count(db: Connection, table: Table, pk: int, **increments: int) -> None:
+    """Add ``increments`` to counter columns of one row, atomically in SQL."""
+    db.execute(update(table).where(table.c.id == pk).values({name: table.c[name] + by for name, by in increments.items()}))
 
 
 def flag_collision(session: Session, collision: UidCollisionError, stored: StoredObject, sender: Sender) -> None:
@@ -301,25 +339,40 @@ def flag_collision(session: Session, collision: UidCollisionError, stored: Store
     )
 
 
-def _patient(
-    session: Session, attrs: InstanceAttributes, sender: Sender, strong_issuers: frozenset[str], now: datetime
-) -> Patient:
+def _patient_pk(
+    db: Connection, attrs: InstanceAttributes, sender: Sender, strong_issuers: frozenset[str], now: datetime
+) -> int:
+    """The patient the instance belongs to, created or brought up to date."""
+    patients = Patient.__table__
     issuer = attrs.issuer_of_patient_id or f"site:{sender.site_code}"
     # An instance without a Patient ID is its study's own patient: never pooled with others.
     patient_id = attrs.patient_id or f"(none):{attrs.study_uid}"
-    patient = session.scalar(select(Patient).where(Patient.issuer == issuer, Patient.patient_id == patient_id))
-    if patient is None:
-        patient = Patient(
-            issuer=issuer, patient_id=patient_id, name="", sex="", birth_date="", site_id=sender.site_id, created_at=now
+    values = {
+        key: value
+        for key, value in {
+            "name": attrs.patient_name,
+            "sex": attrs.patient_sex,
+            "birth_date": attrs.patient_birth_date,
+            "person_key": person_key(attrs, strong_issuers),
+        }.items()
+        if value
+    }
+    found = db.execute(
+        select(patients.c.id, patients.c.name, patients.c.sex, patients.c.birth_date, patients.c.person_key).where(
+            patients.c.issuer == issuer, patients.c.patient_id == patient_id
         )
-        session.add(patient)
-    patient.name = attrs.patient_name or patient.name or ""
-    patient.sex = attrs.patient_sex or patient.sex or ""
-    patient.birth_date = attrs.patient_birth_date or patient.birth_date or ""
-    patient.person_key = person_key(attrs, strong_issuers) or patient.person_key
-    patient.updated_at = now
-    session.flush()
-    return patient
+    ).first()
+    if found is None:
+        defaults = {"name": "", "sex": "", "birth_date": ""}
+        return db.execute(
+            insert(patients).values(
+                issuer=issuer, patient_id=patient_id, site_id=sender.site_id, created_at=now, updated_at=now,
+                **{**defaults, **values},
+            )
+        ).inserted_primary_key[0]
+    if any(getattr(found, key) != value for key, value in values.items()):
+        db.execute(update(patients).where(patients.c.id == found.id).values(updated_at=now, **values))
+    return found.id
 
 
 def person_key(attrs: InstanceAttributes, strong_issuers: frozenset[str]) -> str | None:
@@ -329,21 +382,6 @@ def person_key(attrs: InstanceAttributes, strong_issuers: frozenset[str]) -> str
         if value and issuer in strong_issuers:
             return f"{issuer}:{value}"
     return None
-
-
-def _update_study(study: Study, attrs: InstanceAttributes, now: datetime) -> None:
-    study.accession_number = attrs.accession_number or study.accession_number or ""
-    study.study_id = attrs.study_id or study.study_id or ""
-    study.study_date = attrs.study_date or study.study_date or ""
-    study.study_time = attrs.study_time or study.study_time or ""
-    study.description = attrs.study_description or study.description or ""
-    study.referring_physician = attrs.referring_physician or study.referring_physician or ""
-    study.priority = attrs.priority or study.priority or ""
-    if attrs.modality and attrs.modality not in study.modalities.split("\\"):
-        study.modalities = "\\".join(m for m in (study.modalities, attrs.modality) if m)
-    study.last_received_at = now
-    if study.state == StudyState.COMPLETE:
-        study.update_pending = True
 
 
 def complete_stable_studies(session: Session, stable_seconds: float) -> list[str]:

@@ -13,6 +13,7 @@ import ctypes
 import logging
 import multiprocessing
 import signal
+import socket
 import threading
 from socketserver import TCPServer
 from dataclasses import dataclass
@@ -37,9 +38,12 @@ log = logging.getLogger(__name__)
 
 
 class ReusePortServer(ThreadedAssociationServer):
-    """An association server that shares its port with sibling processes."""
+    """An association server that shares its port with sibling processes (``SO_REUSEPORT``)."""
 
-    allow_reuse_port = True
+    def server_bind(self) -> None:
+        """Bind as pynetdicom does, letting other receiver processes bind the same port."""
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def shutdown(self) -> None:
         """Stop accepting, abort the associations in progress and close the socket."""
@@ -112,7 +116,8 @@ def _die_with_parent() -> None:
 
 def _receiver_process(config: Config, stop_seconds: float = 5.0) -> None:
     _die_with_parent()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     receiver = start_receiver(config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

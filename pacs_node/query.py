@@ -41,7 +41,12 @@ PATIENT_ROOT = {
     PatientRootQueryRetrieveInformationModelMove,
     PatientRootQueryRetrieveInformationModelGet,
 }
-UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
+UNIQUE_KEYS = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
 TABLES: dict[str, Any] = {"PATIENT": Patient, "STUDY": Study, "SERIES": Series, "IMAGE": Instance}
 #: How each level's table joins the one above it.
 PARENTS = {
@@ -136,8 +141,8 @@ KEYS = {
     "SOPClassUID": Key("IMAGE", Instance.sop_class_uid, _uids),
     "InstanceNumber": Key("IMAGE", Instance.instance_number, _integer),
 }
-#: Requested attributes a response fills itself; any other is returned empty.
-ANSWERED = {*KEYS, "SpecificCharacterSet", "QueryRetrieveLevel"}
+#: Attributes of a request that every response sets itself.
+OWN = ("SpecificCharacterSet", "QueryRetrieveLevel")
 
 
 @dataclass(frozen=True)
@@ -165,9 +170,8 @@ def read_request(event: Event, sender: Sender | None, retrieve: bool = False) ->
         raise Refused(0x0124, "calling AE title not registered")
     try:
         identifier = event.identifier
+        elements = [elem for elem in identifier if elem.tag.element]  # not group lengths
         level = text_of(identifier, "QueryRetrieveLevel")
-        values = {keyword: text_of(identifier, keyword) for keyword in KEYS if keyword in identifier}
-        rest = [elem for elem in identifier if elem.tag.element and elem.keyword not in ANSWERED]
     except Exception as exc:  # noqa: BLE001 - pydicom raises whatever decoding the identifier raised
         raise Refused(0xC000, f"cannot decode identifier: {exc}") from None
     model = LEVELS if event.request.AffectedSOPClassUID in PATIENT_ROOT else LEVELS[1:]
@@ -176,16 +180,21 @@ def read_request(event: Event, sender: Sender | None, retrieve: bool = False) ->
     if level not in model:
         raise Refused(0xA900, f"Query/Retrieve Level {level!r} not in this information model")
     depth = LEVELS.index(level)
-    unique_keys = tuple(UNIQUE_KEYS[name] for name in model[: model.index(level) + 1])
+    values = {
+        elem.keyword: text_of(identifier, elem.keyword)
+        for elem in elements
+        if elem.keyword in KEYS and LEVELS.index(KEYS[elem.keyword].level) <= depth
+    }
     if retrieve and not values.get(UNIQUE_KEYS[level]):
         raise Refused(0xA900, f"a {level} retrieve needs {UNIQUE_KEYS[level]}")
+    others = [elem for elem in elements if elem.keyword not in values and elem.keyword not in OWN]
     return Request(
         site_id=sender.site_id,
         level=level,
-        values={keyword: value for keyword, value in values.items() if LEVELS.index(KEYS[keyword].level) <= depth},
-        unique_keys=unique_keys,
-        others=tuple((elem.tag, elem.VR) for elem in rest),
-        unmatched=any(not elem.is_empty for elem in rest),
+        values=values,
+        unique_keys=tuple(UNIQUE_KEYS[name] for name in model[: model.index(level) + 1]),
+        others=tuple((elem.tag, elem.VR) for elem in others),
+        unmatched=any(not elem.is_empty for elem in others),
     )
 
 
@@ -244,13 +253,16 @@ def _response(request: Request, row: Row[Any]) -> Dataset:
     return ds
 
 
-def handle_find(event: Event, archive: Archive, sender: Sender | None) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+def handle_find(
+    event: Event, archive: Archive, sender: Sender | None
+) -> Iterator[tuple[int | Dataset, Dataset | None]]:
     """C-FIND SCP (PS3.4 C.4.1.3.1): a Pending response per match, then pynetdicom answers Success."""
     try:
         request = read_request(event, sender)
         with archive.sessions() as session:
             matches = find_matches(session, request)
     except Refused as refused:
+        log.warning("C-FIND from %s refused: %s", event.assoc.requestor.ae_title, refused)
         yield failure(refused.status, refused.comment), None
         return
     except SQLAlchemyError as exc:

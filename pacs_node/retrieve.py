@@ -87,13 +87,13 @@ def handle_move(event: Event, archive: Archive, sender: Sender | None) -> Iterat
             select(Site.return_host, Site.return_port).where(Site.return_ae_title == event.move_destination)
         ).first()
     if destination is None or not destination.return_host or not destination.return_port:
-        log.warning("C-MOVE to unknown destination %r", event.move_destination)
         yield None, None
         return
     address = (destination.return_host, destination.return_port)
     try:
         instances = _select(event, archive, sender, str(event.move_destination))
     except Refused as refused:
+        log.warning("C-MOVE from %s refused: %s", event.assoc.requestor.ae_title, refused)
         # pynetdicom reports a failure only once associated with the destination.
         yield *address, {"contexts": [build_context(Verification)]}
         yield 1
@@ -108,6 +108,7 @@ def handle_get(event: Event, archive: Archive, sender: Sender | None) -> Iterato
     try:
         instances = _select(event, archive, sender, event.assoc.requestor.ae_title)
     except Refused as refused:
+        log.warning("C-GET from %s refused: %s", event.assoc.requestor.ae_title, refused)
         yield 1
         yield failure(refused.status, refused.comment), None
         return
@@ -117,18 +118,19 @@ def handle_get(event: Event, archive: Archive, sender: Sender | None) -> Iterato
 def _select(event: Event, archive: Archive, sender: Sender | None, destination: str) -> list[Row[Any]]:
     """The instances the request selects, the retrieval of each study audited; raises :class:`Refused`."""
     request = read_request(event, sender, retrieve=True)
+    requestor = event.assoc.requestor.ae_title
     try:
         with archive.sessions() as session, session.begin():
             instances = instances_to_retrieve(session, request)
             for study_uid, count in Counter(row.study_uid for row in instances).items():
                 audit.record(
-                    session, event.assoc.requestor.ae_title, "study.retrieved", "study", study_uid,
+                    session, requestor, "study.retrieved", "study", study_uid,
                     destination=destination, level=request.level, instances=count,
                 )
     except SQLAlchemyError as exc:
         log.error("retrieve failed: %s", exc)
         raise Refused(0xA701, "archive index unavailable, retry later") from exc
-    log.info("retrieve %s by %s to %s: %d instances", request.level, event.assoc.requestor.ae_title, destination, len(instances))
+    log.info("retrieve %s by %s to %s: %d instances", request.level, requestor, destination, len(instances))
     return instances
 
 
@@ -139,6 +141,7 @@ def _contexts(instances: list[Row[Any]]) -> list[PresentationContext]:
 
 
 def _sub_operations(event: Event, storage: FileStorage, instances: list[Row[Any]]) -> Iterator[Any]:
+    """The number of C-STORE sub-operations, then one per instance until the peer cancels."""
     yield len(instances)
     for row in instances:
         if event.is_cancelled:

@@ -25,11 +25,21 @@ class StoredObject:
 
 
 class FileStorage:
-    """Content-addressed files under ``root``: ``objects/ab/cd/<sha256>.dcm``."""
+    """Content-addressed files under ``root``: ``objects/ab/<sha256>.dcm``.
+
+    The 256 bucket folders are made (and flushed) once, up front, so storing a
+    file never has to create and flush a folder.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        (root / "objects").mkdir(parents=True, exist_ok=True)
+        objects = root / "objects"
+        _make_folders(objects)
+        missing = [f"{bucket:02x}" for bucket in range(256) if not (objects / f"{bucket:02x}").is_dir()]
+        for name in missing:
+            (objects / name).mkdir(exist_ok=True)
+        if missing:
+            _fsync_folder(objects)
 
     def path(self, key: str) -> Path:
         """The file holding ``key``."""
@@ -46,7 +56,7 @@ class FileStorage:
     def put(self, data: bytes, sha256: str | None = None) -> StoredObject:
         """Store ``data`` durably and return its key; raises ``OSError`` if the disk fails."""
         digest = sha256 or hashlib.sha256(data).hexdigest()
-        key = f"objects/{digest[:2]}/{digest[2:4]}/{digest}.dcm"
+        key = f"objects/{digest[:2]}/{digest}.dcm"
         final = self.path(key)
         if final.is_file() and final.stat().st_size == len(data):
             return StoredObject(key, digest, len(data))

@@ -61,6 +61,12 @@ def _indexed(sessions: sessionmaker) -> int:
         return session.scalar(select(func.count()).select_from(Instance))
 
 
+def _listening_sockets(port: int) -> int:
+    """How many sockets listen on ``port`` (each receiver process has its own, via SO_REUSEPORT)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A")
+
+
 def _acknowledged(log: str) -> list[Path]:
     """Files storescu (verbose) got a Success response for."""
     acknowledged, current = [], None
@@ -110,7 +116,8 @@ def test_kill_9_loses_no_acknowledged_instance(
 def test_several_receiver_processes_share_the_port(
     start_node, config: Config, sessions: sessionmaker, data: Path, tmp_path: Path
 ):
-    start_node("--workers", "2")
+    node = start_node("--workers", "2")
+    wait_for(lambda: _listening_sockets(config.dicom.port) == 2, node, "both receivers listening")
     batches = [
         series_from([data / "ct/CT_small_pydicom.dcm"], tmp_path / f"batch{number}", 15) for number in range(4)
     ]
@@ -125,3 +132,4 @@ def test_several_receiver_processes_share_the_port(
         output, _ = sender.communicate(timeout=120)
         assert sender.returncode == 0, output
     assert _indexed(sessions) == 60
+    assert _listening_sockets(config.dicom.port) == 2  # no receiver died on the way
