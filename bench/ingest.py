@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -94,6 +95,7 @@ class Mode:
 # --- tools and data --------------------------------------------------------------------------
 
 
+@functools.cache
 def tool(name: str) -> str:
     """The path of a system tool (dcmtk, Orthanc), skipping the venv's pynetdicom look-alikes."""
     venv_bin = (Path(sys.prefix) / "bin").resolve()
@@ -116,7 +118,7 @@ def free_port() -> int:
     """A TCP port free on the loopback interface now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 def load_sources(folder: Path) -> list[FileDataset]:
@@ -126,7 +128,10 @@ def load_sources(folder: Path) -> list[FileDataset]:
 
 
 def build_series(sources: Sequence[FileDataset], count: int, folder: Path) -> list[Path]:
-    """Write ``count`` slices cycling over ``sources`` as one new series; returns the files in order."""
+    """Write ``count`` slices cycling over ``sources`` as one new series; returns the files in order.
+
+    The source datasets serve as templates: their UIDs, number and position are overwritten.
+    """
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     study_uid, series_uid = generate_uid(), generate_uid()
@@ -228,7 +233,7 @@ def our_node(work: Path, database_url: str | None, workers: int) -> Iterator[Tar
 def instances_in_index(engine: Engine) -> int:
     """Rows in our node's ``instances`` table."""
     with engine.connect() as connection:
-        return int(connection.scalar(select(func.count()).select_from(Instance)))
+        return connection.execute(select(func.count()).select_from(Instance)).scalar_one()
 
 
 @contextlib.contextmanager
@@ -273,7 +278,7 @@ def send(target: Target, groups: Sequence[Sequence[Path]], logs: Path) -> float:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         started = time.perf_counter()
-        for group, output in zip(groups, outputs):
+        for group, output in zip(groups, outputs, strict=True):
             with output.open("wb") as out:
                 command = [*base, *map(str, group)]
                 processes.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT))
@@ -284,7 +289,7 @@ def send(target: Target, groups: Sequence[Sequence[Path]], logs: Path) -> float:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    for code, output in zip(codes, outputs):
+    for code, output in zip(codes, outputs, strict=True):
         if code != 0:
             raise RuntimeError(f"storescu to {target.name} exited with {code}; {output}:\n{tail(output)}")
     return elapsed
@@ -316,15 +321,14 @@ def measure(
 def report(results: dict[str, dict[str, list[float]]], instances: int, megabytes: float, runs: int) -> None:
     """Print the median throughput per mode and target, and the ratio ours / Orthanc."""
     print(f"\n{instances} instances of 512x512 CT, {megabytes:.1f} MB; median of {runs} run(s), storescu wall time\n")
-    header = f"{'':34}{'telerad':>18}{'Orthanc':>18}{'ratio':>8}"
-    print(header)
-    print(f"{'':34}{'inst/s':>9}{'MB/s':>9}{'inst/s':>9}{'MB/s':>9}{'ours/O':>8}")
-    print("-" * len(header))
+    print(f"{'':30}{'telerad':^20}{'Orthanc':^20}{'ratio':>14}")
+    print(f"{'':30}{'inst/s':>10}{'MB/s':>10}{'inst/s':>10}{'MB/s':>10}{'ours/Orthanc':>14}")
+    print("-" * 84)
     for label, seconds in results.items():
         ours, theirs = statistics.median(seconds["telerad"]), statistics.median(seconds["Orthanc"])
         print(
-            f"{label:34}{instances / ours:9.1f}{megabytes / ours:9.1f}"
-            f"{instances / theirs:9.1f}{megabytes / theirs:9.1f}{theirs / ours:8.2f}"
+            f"{label:30}{instances / ours:10.1f}{megabytes / ours:10.1f}"
+            f"{instances / theirs:10.1f}{megabytes / theirs:10.1f}{theirs / ours:14.2f}"
         )
 
 
@@ -350,6 +354,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _interrupt(_signal: int, _frame: object) -> None:
+    """Treat SIGTERM like Ctrl+C, so the servers are stopped and the folder removed."""
     raise KeyboardInterrupt
 
 
@@ -383,4 +388,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)

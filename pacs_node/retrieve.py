@@ -52,7 +52,11 @@ class StoredInstance(Dataset):
         self.path = path
 
     def encoded(self, is_implicit_vr: bool, is_little_endian: bool, deflated: bool) -> bytes | None:
-        """The stored data set, or None if the presentation context asks for another encoding."""
+        """The stored data set, or None if the presentation context asks for another encoding.
+
+        pynetdicom matches a compressed transfer syntax only exactly and offers
+        to convert only between uncompressed ones, which these three flags tell apart.
+        """
         syntax = self.file_meta.TransferSyntaxUID
         if (syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated) != (
             is_implicit_vr, is_little_endian, deflated,
