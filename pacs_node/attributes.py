@@ -55,7 +55,7 @@ def read_attributes(data: bytes) -> InstanceAttributes:
     try:
         ds = dcmread(BytesIO(data), stop_before_pixels=True)
         transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
-        values = {keyword: _text(ds, keyword) for keyword in REQUIRED_UIDS}
+        values = {keyword: text_of(ds, keyword) for keyword in REQUIRED_UIDS}
     except (InvalidDicomError, OSError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:
         raise UnreadableInstance(f"cannot parse dataset: {exc}") from exc
     missing = [keyword for keyword in REQUIRED_UIDS if not values[keyword]]
@@ -73,26 +73,26 @@ def read_attributes(data: bytes) -> InstanceAttributes:
             study_uid=values["StudyInstanceUID"],
             series_uid=values["SeriesInstanceUID"],
             transfer_syntax=transfer_syntax,
-            patient_id=_text(ds, "PatientID"),
-            issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
+            patient_id=text_of(ds, "PatientID"),
+            issuer_of_patient_id=text_of(ds, "IssuerOfPatientID"),
             other_patient_ids=tuple(
-                (_text(item, "PatientID"), _text(item, "IssuerOfPatientID"))
+                (text_of(item, "PatientID"), text_of(item, "IssuerOfPatientID"))
                 for item in ds.get("OtherPatientIDsSequence", [])
-                if _text(item, "PatientID")
+                if text_of(item, "PatientID")
             ),
-            patient_name=_text(ds, "PatientName"),
-            patient_sex=_text(ds, "PatientSex"),
-            patient_birth_date=_text(ds, "PatientBirthDate"),
-            accession_number=_text(ds, "AccessionNumber"),
-            study_id=_text(ds, "StudyID"),
-            study_date=_text(ds, "StudyDate"),
-            study_time=_text(ds, "StudyTime"),
-            study_description=_text(ds, "StudyDescription"),
-            referring_physician=_text(ds, "ReferringPhysicianName"),
-            modality=_text(ds, "Modality"),
-            body_part=_text(ds, "BodyPartExamined"),
+            patient_name=text_of(ds, "PatientName"),
+            patient_sex=text_of(ds, "PatientSex"),
+            patient_birth_date=text_of(ds, "PatientBirthDate"),
+            accession_number=text_of(ds, "AccessionNumber"),
+            study_id=text_of(ds, "StudyID"),
+            study_date=text_of(ds, "StudyDate"),
+            study_time=text_of(ds, "StudyTime"),
+            study_description=text_of(ds, "StudyDescription"),
+            referring_physician=text_of(ds, "ReferringPhysicianName"),
+            modality=text_of(ds, "Modality"),
+            body_part=text_of(ds, "BodyPartExamined"),
             series_number=_integer(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription"),
+            series_description=text_of(ds, "SeriesDescription"),
             instance_number=_integer(ds, "InstanceNumber"),
             priority=_priority(ds),
         )
@@ -100,7 +100,8 @@ def read_attributes(data: bytes) -> InstanceAttributes:
         raise UnreadableInstance(f"cannot read attributes: {exc}") from exc
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+def text_of(ds: Dataset, keyword: str) -> str:
+    """The value of ``keyword`` in ``ds`` as stripped text (multiple values joined by a backslash), or ""."""
     value = ds.get(keyword)
     if value is None:
         return ""
@@ -120,6 +121,6 @@ def _integer(ds: Dataset, keyword: str) -> int | None:
 def _priority(ds: Dataset) -> str:
     """The study's own priority (PS3.3 C.4.11 Requested Procedure Priority), if it carries one."""
     for item in ds.get("RequestAttributesSequence", []):
-        if _text(item, "RequestedProcedurePriority"):
-            return _text(item, "RequestedProcedurePriority").upper()
-    return (_text(ds, "RequestedProcedurePriority") or _text(ds, "StudyPriorityID")).upper()
+        if text_of(item, "RequestedProcedurePriority"):
+            return text_of(item, "RequestedProcedurePriority").upper()
+    return (text_of(ds, "RequestedProcedurePriority") or text_of(ds, "StudyPriorityID")).upper()

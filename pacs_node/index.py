@@ -208,19 +208,15 @@ def index_instance(
         raise UidCollisionError("Study Instance", attrs.study_uid, study.site_id)
 
     patient_pk = _patient_pk(db, attrs, sender, strong_issuers, now)
-    study_values = {
-        key: value
-        for key, value in {
-            "accession_number": attrs.accession_number,
-            "study_id": attrs.study_id,
-            "study_date": attrs.study_date,
-            "study_time": attrs.study_time,
-            "description": attrs.study_description,
-            "referring_physician": attrs.referring_physician,
-            "priority": attrs.priority,
-        }.items()
-        if value
-    }
+    study_values = _present(
+        accession_number=attrs.accession_number,
+        study_id=attrs.study_id,
+        study_date=attrs.study_date,
+        study_time=attrs.study_time,
+        description=attrs.study_description,
+        referring_physician=attrs.referring_physician,
+        priority=attrs.priority,
+    )
     if study is None:
         study_pk = db.execute(
             insert(studies).values(
@@ -252,16 +248,12 @@ def index_instance(
     series = db.execute(
         select(series_table.c.id, series_table.c.study_pk).where(series_table.c.series_uid == attrs.series_uid)
     ).first()
-    series_values = {
-        key: value
-        for key, value in {
-            "modality": attrs.modality,
-            "series_number": attrs.series_number,
-            "description": attrs.series_description,
-            "body_part": attrs.body_part,
-        }.items()
-        if value not in ("", None)
-    }
+    series_values = _present(
+        modality=attrs.modality,
+        series_number=attrs.series_number,
+        description=attrs.series_description,
+        body_part=attrs.body_part,
+    )
     if series is None:
         series_pk = db.execute(
             insert(series_table).values(
@@ -314,6 +306,11 @@ def index_instance(
     return Outcome.REPLACED
 
 
+def _present(**values: object) -> dict[str, object]:
+    """The values the instance actually carries: an absent attribute never erases a known one."""
+    return {key: value for key, value in values.items() if value not in ("", None)}
+
+
 def _count(db: Connection, table: Table, pk: int, **increments: int) -> None:
     """Add ``increments`` to counter columns of one row, atomically in SQL."""
     db.execute(update(table).where(table.c.id == pk).values({name: table.c[name] + by for name, by in increments.items()}))
@@ -347,16 +344,12 @@ def _patient_pk(
     issuer = attrs.issuer_of_patient_id or f"site:{sender.site_code}"
     # An instance without a Patient ID is its study's own patient: never pooled with others.
     patient_id = attrs.patient_id or f"(none):{attrs.study_uid}"
-    values = {
-        key: value
-        for key, value in {
-            "name": attrs.patient_name,
-            "sex": attrs.patient_sex,
-            "birth_date": attrs.patient_birth_date,
-            "person_key": person_key(attrs, strong_issuers),
-        }.items()
-        if value
-    }
+    values = _present(
+        name=attrs.patient_name,
+        sex=attrs.patient_sex,
+        birth_date=attrs.patient_birth_date,
+        person_key=person_key(attrs, strong_issuers),
+    )
     found = db.execute(
         select(patients.c.id, patients.c.name, patients.c.sex, patients.c.birth_date, patients.c.person_key).where(
             patients.c.issuer == issuer, patients.c.patient_id == patient_id

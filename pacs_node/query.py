@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from pacs_node.archive import Archive, Refused
-from pacs_node.attributes import _text as text_of
+from pacs_node.attributes import text_of
 from pacs_node.index import Instance, Patient, Sender, Series, Study
 from pacs_node.scp import failure
 from telerad.sites import subtree_ids

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
-_source: Callable[[], datetime] = lambda: datetime.now(timezone.utc)  # noqa: E731
+_source: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
 
 
 def now() -> datetime:
@@ -16,4 +16,4 @@ def now() -> datetime:
 def set_source(source: Callable[[], datetime] | None) -> None:
     """Replace the clock (tests inject time); ``None`` restores the system clock."""
     global _source
-    _source = source or (lambda: datetime.now(timezone.utc))
+    _source = source or (lambda: datetime.now(UTC))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from telerad import broker, clock, events
 from telerad.config import Config
 from telerad.events import OutboxEvent
 
-START = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
+START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture

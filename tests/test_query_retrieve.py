@@ -274,7 +274,7 @@ def test_get_gives_back_the_stored_bytes_in_any_transfer_syntax(stored: Receiver
 
     finals, received = get(stored, "DG_CT", studies, contexts)
     assert [(final.Status, final.NumberOfCompletedSuboperations) for final in finals] == [(0, 1)] * 4 + [(0, 3)]
-    assert received == {meta.MediaStorageSOPInstanceUID: body(path) for meta, path in zip(metas, files)}
+    assert received == {meta.MediaStorageSOPInstanceUID: body(path) for meta, path in zip(metas, files, strict=True)}
 
     # The CT study is stored as Implicit VR Little Endian: offered only Explicit, each sub-operation fails.
     [final], received = get(stored, "DG_CT", [CT_STUDY], [(CTImageStorage, ExplicitVRLittleEndian)])

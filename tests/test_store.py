@@ -17,7 +17,7 @@ from sqlalchemy.orm import sessionmaker
 
 from conftest import shared_data
 from dicom_files import copy_with_new_uids, send, storescu
-from pacs_node.index import Instance, InstanceVersion, Patient, Series, Study, UidCollision
+from pacs_node.index import Instance, InstanceVersion, Patient, Study, UidCollision
 from pacs_node.node import Receiver
 from pacs_node.storage import FileStorage
 from telerad.audit import AuditEvent
