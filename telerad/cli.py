@@ -96,7 +96,7 @@ def worker(ctx: click.Context, burst: bool) -> None:
     config = _load(ctx)
     if not config.redis.url:
         raise click.ClickException("redis.url: a worker needs a Redis URL (set TELERAD_REDIS_URL)")
-    run_worker(config.redis.url, burst=burst)
+    run_worker(config, burst=burst)
 
 
 @main.group()
@@ -124,10 +124,18 @@ def user() -> None:
 @click.option("--site", "site_code", required=True, help="Code of the user's site, e.g. CNTY.")
 @click.option("--modalities", default="", help=f"Readers: comma-separated, of {','.join(MODALITIES)}.")
 @click.option("--display-name", default="", help="Name shown in the interface.")
+@click.option("--expert", is_flag=True, help="A senior reader: kept for hard cases, not routine repeat work.")
 @click.option("--password-stdin", is_flag=True, required=True, help="Read the password from standard input.")
 @click.pass_context
 def user_add(
-    ctx: click.Context, name: str, role: str, site_code: str, modalities: str, display_name: str, password_stdin: bool
+    ctx: click.Context,
+    name: str,
+    role: str,
+    site_code: str,
+    modalities: str,
+    display_name: str,
+    expert: bool,
+    password_stdin: bool,
 ) -> None:
     """Add a user NAME with a role, a site and (for readers) modalities."""
     password = sys.stdin.readline().rstrip("\r\n")
@@ -135,7 +143,7 @@ def user_add(
     sessions = _sessions(_load(ctx))
     try:
         with sessions() as session, session.begin():
-            add_user(session, name, role, site_code, password, wanted, display_name, actor="cli")
+            add_user(session, name, role, site_code, password, wanted, display_name, actor="cli", expert=expert)
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"user {name} added ({role} at {site_code})")

@@ -114,6 +114,82 @@ class UserConfig(_Section):
     role: Role
     site: str
     modalities: tuple[str, ...] = ()
+    expert: bool = False
+
+
+Priority = Literal["STAT", "URGENT", "ROUTINE"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class PriorityRule(_Section):
+    """A priority for studies from a site and/or of a modality, when neither station nor study says."""
+
+    site: str | None = None
+    modality: str | None = None
+    priority: Priority
+
+
+class CentreConfig(_Section):
+    """A reading centre (county or province) and how its work reaches readers."""
+
+    site: str
+    mode: Literal["push", "pull"] = "pull"
+
+
+class RoutingRule(_Section):
+    """Keep simple work away from experts: matching tasks go to general readers when any is on duty."""
+
+    modality: str | None = None
+    priority: Priority | None = None
+    readers: Literal["general", "any"] = "general"
+
+
+class DutyConfig(_Section):
+    """A weekly shift of one reader, in the service's time zone."""
+
+    user: str
+    days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    start: str = Field("00:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    end: str = Field("24:00", pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
+
+
+class ReadingSection(_Section):
+    """The reading queue's service-level policy."""
+
+    turnaround_minutes: dict[Priority, float] = Field(
+        default_factory=lambda: {"STAT": 30.0, "URGENT": 120.0, "ROUTINE": 1440.0}
+    )
+    consult_turnaround_minutes: dict[Priority, float] = Field(
+        default_factory=lambda: {"STAT": 60.0, "URGENT": 240.0, "ROUTINE": 2880.0}
+    )
+    default_priority: Priority = "ROUTINE"
+    reminder_fractions: tuple[float, ...] = (0.5, 0.75)
+    escalation_fraction: float = Field(0.9, gt=0, le=1)
+    lease_minutes: float = Field(20.0, gt=0)
+    sweep_seconds: float = Field(60.0, gt=0)
+    timezone: str = "Asia/Shanghai"
+    webhook_url: str = ""
+    priority_rules: tuple[PriorityRule, ...] = ()
+    centres: tuple[CentreConfig, ...] = ()
+    routing: tuple[RoutingRule, ...] = ()
+    duty: tuple[DutyConfig, ...] = ()
+
+    @field_validator("turnaround_minutes", "consult_turnaround_minutes")
+    @classmethod
+    def _every_priority(cls, value: dict[str, float]) -> dict[str, float]:
+        missing = {"STAT", "URGENT", "ROUTINE"} - set(value)
+        if missing:
+            raise ValueError(f"needs a turnaround for {', '.join(sorted(missing))}")
+        if any(minutes <= 0 for minutes in value.values()):
+            raise ValueError("turnaround minutes must be greater than 0")
+        return value
+
+    @field_validator("reminder_fractions")
+    @classmethod
+    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < fraction < 1 for fraction in value) or list(value) != sorted(value):
+            raise ValueError("reminder fractions must rise, each between 0 and 1")
+        return value
 
 
 class Config(_Section):
@@ -125,6 +201,7 @@ class Config(_Section):
     dicom: DicomSection = DicomSection()
     web: WebSection = WebSection()
     identity: IdentitySection = IdentitySection()
+    reading: ReadingSection = ReadingSection()
     sites: tuple[SiteConfig, ...] = ()
     users: tuple[UserConfig, ...] = ()
 
@@ -154,6 +231,16 @@ class Config(_Section):
         for index, user in enumerate(self.users):
             if user.site not in codes:
                 raise ValueError(f"users[{index}].site: unknown site code {user.site!r}")
+        users = {user.name for user in self.users}
+        for index, rule in enumerate(self.reading.priority_rules):
+            if rule.site is not None and rule.site not in codes:
+                raise ValueError(f"reading.priority_rules[{index}].site: unknown site code {rule.site!r}")
+        for index, centre in enumerate(self.reading.centres):
+            if centre.site not in codes or codes[centre.site].level not in ("county", "province"):
+                raise ValueError(f"reading.centres[{index}].site: {centre.site!r} is not a county or province site")
+        for index, shift in enumerate(self.reading.duty):
+            if shift.user not in users:
+                raise ValueError(f"reading.duty[{index}].user: unknown user {shift.user!r}")
         return self
 
     @property

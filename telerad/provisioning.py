@@ -31,7 +31,10 @@ def prepare(config: Config, sessions: sessionmaker) -> dict[str, str]:
             if entry.name in existing:
                 continue
             password = secrets.token_urlsafe(9)
-            add_user(session, entry.name, entry.role, entry.site, password, entry.modalities, entry.display_name)
+            add_user(
+                session, entry.name, entry.role, entry.site, password, entry.modalities, entry.display_name,
+                expert=entry.expert,
+            )
             created[entry.name] = password
     if created:
         path = config.data_dir / "demo-passwords.txt"

@@ -37,6 +37,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     modalities_csv: Mapped[str] = mapped_column("modalities", String(64), default="")
+    expert: Mapped[bool] = mapped_column(default=False)
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime]
@@ -84,6 +85,7 @@ def add_user(
     modalities: tuple[str, ...] = (),
     display_name: str = "",
     actor: str = "system",
+    expert: bool = False,
 ) -> User:
     """Create a user; raises :class:`UserError` naming what is wrong."""
     if role not in ROLES:
@@ -106,6 +108,7 @@ def add_user(
         role=role,
         site_id=site.id,
         modalities_csv=",".join(modalities),
+        expert=expert,
         password_hash=hash_password(password),
         created_at=clock.now(),
     )

@@ -1,14 +1,37 @@
-"""The rq worker: runs event handlers and scheduled jobs."""
+"""The rq worker: event handlers and the periodic service-level sweep (rq's cron scheduler)."""
 
 from __future__ import annotations
 
+import multiprocessing
+
 from rq import Worker
+from rq.cron import CronScheduler
 
+import reading_queue.jobs
 from telerad import broker
+from telerad.config import Config
+from telerad.events import QUEUE_NAME
 
 
-def run_worker(redis_url: str, burst: bool = False) -> bool:
-    """Work the event queue (with rq's scheduler) until stopped, or until empty with ``burst``."""
-    connection = broker.connect(redis_url)
-    worker = Worker([broker.event_queue(connection)], connection=connection)
-    return worker.work(with_scheduler=True, burst=burst)
+def _run_cron(redis_url: str, interval: int) -> None:
+    scheduler = CronScheduler(connection=broker.connect(redis_url), name=f"telerad-cron-{multiprocessing.current_process().pid}")
+    scheduler.register(reading_queue.jobs.sla_sweep, QUEUE_NAME, interval=interval, job_timeout=300)
+    scheduler.start()
+
+
+def run_worker(config: Config, burst: bool = False) -> bool:
+    """Work the event queue with rq's scheduler and, unless ``burst``, the cron scheduler beside it."""
+    reading_queue.jobs.configure(config)
+    connection = broker.connect(config.redis.url)
+    cron = None
+    if not burst:
+        cron = multiprocessing.get_context("spawn").Process(
+            target=_run_cron, args=(config.redis.url, max(1, int(config.reading.sweep_seconds))), name="telerad-cron",
+            daemon=True,
+        )
+        cron.start()
+    try:
+        return Worker([broker.event_queue(connection)], connection=connection).work(with_scheduler=True, burst=burst)
+    finally:
+        if cron is not None:
+            cron.terminate()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 import pacs_node.index  # noqa: F401 - registers the archive index tables
+import reading_queue.assignment  # noqa: F401
+import reading_queue.notify  # noqa: F401
+import reading_queue.tasks  # noqa: F401
 import telerad.audit  # noqa: F401
 import telerad.events  # noqa: F401
 import telerad.users  # noqa: F401

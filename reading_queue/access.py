@@ -1,0 +1,68 @@
+"""Who may see and act on which task: the one place every entry point asks.
+
+- a station sees the tasks of studies it (or a site below it) sent;
+- a reader sees open tasks of their centre for modalities they read, and what they hold;
+- a consultant the same for consults at the province;
+- a supervisor and an administrator see everything of their centre and the sites below it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, false, or_
+from sqlalchemy.orm import Session
+
+from reading_queue.assignment import eligible, mode_of
+from reading_queue.tasks import ReadingTask
+from telerad.config import ReadingSection
+from telerad.sites import Site, subtree_ids
+from telerad.users import User
+
+
+def visible_tasks(session: Session, user: User) -> ColumnElement[bool]:
+    """A filter on :class:`ReadingTask` for the tasks ``user`` may see."""
+    if user.role in ("supervisor", "admin"):
+        sites = subtree_ids(session, user.site_id)
+        return or_(ReadingTask.centre_site_id.in_(sites), ReadingTask.source_site_id.in_(sites))
+    if user.role == "station":
+        return ReadingTask.source_site_id.in_(subtree_ids(session, user.site_id))
+    if user.role in ("reader", "consultant") and user.modalities:
+        kind = "consult" if user.role == "consultant" else "read"
+        return or_(
+            and_(
+                ReadingTask.centre_site_id == user.site_id,
+                ReadingTask.kind == kind,
+                ReadingTask.modality.in_(user.modalities),
+            ),
+            ReadingTask.holder_id == user.id,
+        )
+    return false()
+
+
+def may_see(session: Session, user: User, task: ReadingTask) -> bool:
+    """Whether ``user`` may see ``task``."""
+    return bool(session.query(ReadingTask.id).filter(ReadingTask.id == task.id, visible_tasks(session, user)).first())
+
+
+def may_claim(session: Session, policy: ReadingSection, user: User, task: ReadingTask, at: datetime) -> bool:
+    """Whether ``user`` may claim ``task`` now.
+
+    Qualified readers of the centre may claim in pull mode; in push mode the
+    assignee may, and everyone eligible once the task is escalated or has no
+    assignee.
+    """
+    if task.holder_id == user.id:
+        return True
+    if user.id not in {reader.id for reader in eligible(session, policy, task, at)} and task.assignee_id != user.id:
+        return False
+    centre = session.get(Site, task.centre_site_id)
+    if mode_of(policy, centre.code) == "push" and task.assignee_id not in (None, user.id):
+        return task.escalated_at is not None
+    return True
+
+
+def may_supervise(session: Session, user: User, task: ReadingTask) -> bool:
+    """Whether ``user`` supervises the centre that reads ``task``."""
+    return user.role in ("supervisor", "admin") and task.centre_site_id in subtree_ids(session, user.site_id)
+

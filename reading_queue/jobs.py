@@ -1,0 +1,104 @@
+"""The reading queue's jobs: tasks from announced studies, and the periodic service-level sweep.
+
+Handlers are idempotent: an event delivered twice (after a Redis outage, say)
+finds its task already made and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from reading_queue.assignment import route
+from reading_queue.notify import InAppNotifier, Notifier, Notifiers, WebhookNotifier, deliver_webhooks
+from reading_queue.sla import sweep
+from reading_queue.tasks import ReadingTask, TaskEvent, create_read_task, record
+from telerad import clock, events
+from telerad.config import Config, ReadingSection
+from telerad.db import make_engine, make_session_factory
+from telerad.sites import Site
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """What the jobs of this worker process work with."""
+
+    policy: ReadingSection
+    sessions: sessionmaker
+    notifier: Notifier
+
+
+_context: Context | None = None
+
+
+def configure(config: Config, sessions: sessionmaker | None = None) -> Context:
+    """Set up the jobs of this process (the worker calls it before working)."""
+    global _context
+    notifiers: list[Notifier] = [InAppNotifier()]
+    if config.reading.webhook_url:
+        notifiers.append(WebhookNotifier(config.reading.webhook_url))
+    _context = Context(
+        config.reading, sessions or make_session_factory(make_engine(config.database_url)), Notifiers(*notifiers)
+    )
+    return _context
+
+
+def context() -> Context:
+    """The configured context; jobs fail clearly when the worker was not set up."""
+    if _context is None:
+        raise RuntimeError("reading_queue.jobs.configure() was not called in this worker")
+    return _context
+
+
+@events.subscribe("study.complete")
+def on_study_complete(event_id: int, topic: str, payload: dict[str, Any]) -> None:
+    """Create and route the reading task of a complete study (once)."""
+    ctx = context()
+    uid = payload["study_uid"]
+    for _ in range(2):
+        try:
+            with ctx.sessions() as session, session.begin():
+                if session.scalar(select(ReadingTask.id).where(ReadingTask.dedupe_key == f"read:{uid}")):
+                    return
+                task = create_read_task(session, ctx.policy, uid, actor=f"event:{event_id}")
+                if task is None:
+                    log.warning("event %d: study %s is not in the index", event_id, uid)
+                    return
+                centre = session.get(Site, task.centre_site_id)
+                route(session, ctx.policy, task, centre.code, clock.now())
+                return
+        except IntegrityError:
+            continue  # another worker made it at the same moment; the next round sees it
+
+
+@events.subscribe("study.updated")
+def on_study_updated(event_id: int, topic: str, payload: dict[str, Any]) -> None:
+    """Note late instances on the task's timeline, once per event."""
+    ctx = context()
+    actor = f"event:{event_id}"
+    with ctx.sessions() as session, session.begin():
+        task = session.scalar(select(ReadingTask).where(ReadingTask.dedupe_key == f"read:{payload['study_uid']}"))
+        if task is None:
+            return
+        noted = session.scalar(select(TaskEvent.id).where(TaskEvent.task_id == task.id, TaskEvent.actor == actor))
+        if noted is None:
+            record(session, task, "study_updated", actor, num_instances=payload.get("num_instances"))
+
+
+def sla_sweep() -> dict[str, int]:
+    """The periodic job: run the service-level clock, then post waiting webhooks."""
+    ctx = context()
+    at = clock.now()
+    with ctx.sessions() as session, session.begin():
+        result = sweep(session, ctx.policy, ctx.notifier, at)
+    posted = deliver_webhooks(ctx.sessions, at)
+    counts = {name: len(ids) for name, ids in vars(result).items()} | {"webhooks_posted": posted}
+    log.info("service-level sweep: %s", counts)
+    return counts
