@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, false, or_
+from sqlalchemy import ColumnElement, and_, false, or_, select
 from sqlalchemy.orm import Session
 
+from pacs_node.index import Study
 from reading_queue.assignment import eligible, mode_of
 from reading_queue.tasks import ReadingTask
 from telerad.config import ReadingSection
@@ -60,6 +61,20 @@ def may_claim(session: Session, policy: ReadingSection, user: User, task: Readin
     if mode_of(policy, centre.code) == "push" and task.assignee_id not in (None, user.id):
         return task.escalated_at is not None
     return True
+
+
+def may_see_study(session: Session, user: User, study: Study) -> bool:
+    """Whether ``user`` sees ``study``: stations, supervisors and administrators of the sending site or
+    above see it even before a task exists; everyone else through a task they may see."""
+    if user.role in ("station", "supervisor", "admin") and study.site_id in subtree_ids(session, user.site_id):
+        return True
+    seen = select(ReadingTask.id).where(ReadingTask.study_pk == study.id, visible_tasks(session, user)).limit(1)
+    return session.scalar(seen) is not None
+
+
+def sees_only_own_figures(user: User) -> bool:
+    """Readers and consultants see their own turnaround figures only."""
+    return user.role in ("reader", "consultant")
 
 
 def may_supervise(session: Session, user: User, task: ReadingTask) -> bool:

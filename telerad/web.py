@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
 from pacs_node.index import Instance, Study
+from reading_queue.api import api
 from telerad.config import Config
 from telerad.db import make_engine, make_session_factory
 from telerad.events import OutboxEvent
@@ -41,6 +42,7 @@ def create_app(config: Config) -> Flask:
     def metrics() -> Response:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
+    app.register_blueprint(api)
     return app
 
 

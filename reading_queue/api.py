@@ -1,0 +1,718 @@
+"""The JSON API under ``/api/v1``: worklist, claims, consults, urgency, study status and turnaround.
+
+Every request runs in one database transaction as the caller
+(:func:`current_user`); what the caller may see and do is asked of
+:mod:`reading_queue.access` (directly, or through :mod:`reading_queue.claims`
+and :mod:`reading_queue.consult`). Errors are RFC 9457 problem details
+(``application/problem+json``), never HTML. The endpoints are described by
+``/api/v1/openapi.json`` (OpenAPI 3.1), built here as :data:`OPENAPI`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import ColumnElement, Row, Select, and_, select, union_all
+from sqlalchemy.orm import Session, aliased
+from werkzeug.exceptions import HTTPException
+
+from pacs_node.index import Patient, Study
+from reading_queue import claims
+from reading_queue.access import may_see_study, sees_only_own_figures, visible_tasks
+from reading_queue.claims import ClaimError
+from reading_queue.consult import ConsultError, answer_consult, request_consult
+from reading_queue.notify import Notification
+from reading_queue.tasks import (
+    IMAGING_MODALITIES, PRIORITIES, ReadingTask, TaskEvent, TaskState, UrgencyMark, due, next_milestone, record,
+)
+from reading_queue.turnaround import Filters, figures
+from telerad import audit, clock
+from telerad.config import ReadingSection
+from telerad.sites import Site
+from telerad.users import User, user_for_token
+
+log = logging.getLogger(__name__)
+
+api = Blueprint("reading_queue", __name__, url_prefix="/api/v1")
+
+MODALITIES = (*IMAGING_MODALITIES, "ECG")
+RUNNING = (TaskState.OPEN, TaskState.CLAIMED)
+STUDY_STATUS = {None: "received", TaskState.OPEN.value: "waiting", TaskState.CLAIMED.value: "being_read",
+                TaskState.SIGNED.value: "reported", TaskState.CANCELLED.value: "cancelled"}
+ANSWER_MODES = ("co-sign", "addendum")
+NOTIFICATIONS_SHOWN = 50
+
+_holder = aliased(User, name="holder")
+_assignee = aliased(User, name="assignee")
+
+
+class Problem(Exception):
+    """An error answered as RFC 9457 problem details; ``extra`` becomes extension members."""
+
+    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.extra = status, detail, extra
+
+
+# --- authentication and transactions -------------------------------------------------------------
+
+
+def current_user(session: Session) -> User | None:
+    """The caller: the user of the ``Authorization: Bearer`` token (the browser session joins here later)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return user_for_token(session, token.strip())
+
+
+@contextmanager
+def _transaction() -> Iterator[tuple[Session, User]]:
+    """One transaction as the authenticated caller; committed on success, rolled back on any error."""
+    with current_app.extensions["telerad.sessions"]() as session, session.begin():
+        user = current_user(session)
+        if user is None:
+            raise Problem(401, "send a valid API token as 'Authorization: Bearer <token>'")
+        yield session, user
+
+
+def _policy() -> ReadingSection:
+    return current_app.extensions["telerad.config"].reading
+
+
+# --- parameters ----------------------------------------------------------------------------------
+
+
+def _bad(name: str, reason: str) -> Problem:
+    return Problem(400, f"{name}: {reason}", parameter=name)
+
+
+def _choice(name: str, value: Any, allowed: Collection[str], required: bool = False) -> str | None:
+    """``value`` if it is one of ``allowed`` (``None`` when absent and optional); else a 400 naming ``name``."""
+    if (value is None and not required) or value in allowed:
+        return value
+    raise _bad(name, f"expected one of {', '.join(allowed)}")
+
+
+def _int_arg(name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+        if value < low or (high is not None and value > high):
+            raise ValueError(raw)
+    except ValueError:
+        raise _bad(name, f"expected a whole number from {low}" + (f" to {high}" if high is not None else "")) from None
+    return value
+
+
+def _time_arg(name: str) -> datetime | None:
+    """An ISO 8601 date or date-time; without an offset it is in the service's time zone."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _bad(name, "expected an ISO 8601 date or date-time, e.g. 2026-03-01 or 2026-03-01T08:00:00+08:00") from None
+    return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(_policy().timezone))
+
+
+def _states_arg() -> list[str]:
+    raw = request.args.get("state")
+    if raw is None:
+        return list(RUNNING)
+    return list(dict.fromkeys(_choice("state", state, [s.value for s in TaskState]) for state in raw.split(",")))
+
+
+def _site_arg(session: Session) -> Site | None:
+    code = request.args.get("site")
+    if code is None:
+        return None
+    site = session.scalar(select(Site).where(Site.code == code))
+    if site is None:
+        raise _bad("site", f"no site with code {code!r}")
+    return site
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise Problem(400, "the request body must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise _bad(name, "expected a string")
+    return value
+
+
+# --- representations -----------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _person(name: str | None, display_name: str | None) -> dict[str, str] | None:
+    return {"name": name, "display_name": display_name or name} if name is not None else None
+
+
+def _worklist_page(where: ColumnElement[bool], states: list[str], limit: int, offset: int) -> Select:
+    """The ids of one worklist page, by deadline.
+
+    One branch per state, each walking ``ix_reading_tasks_state_due`` in
+    deadline order and stopping once it has enough rows, merged by deadline:
+    the cost follows the page size, not the backlog.
+    """
+    branches = [
+        select(ReadingTask.id, ReadingTask.due_at)
+        .where(where, ReadingTask.state == state)
+        .order_by(ReadingTask.due_at, ReadingTask.id)
+        .limit(limit + offset)
+        .subquery()
+        for state in states
+    ]
+    merged = union_all(*(select(branch.c.id, branch.c.due_at) for branch in branches)).subquery()
+    return select(merged.c.id).order_by(merged.c.due_at, merged.c.id).limit(limit).offset(offset)
+
+
+def _task_rows(session: Session, where: ColumnElement[bool]) -> Sequence[Row]:
+    """Tasks matching ``where`` by deadline, with their study's patient, the sending site and the people: one query."""
+    query = (
+        select(
+            ReadingTask, Patient.name.label("patient_name"), Patient.patient_id, Site.code.label("site_code"),
+            Site.name.label("site_name"), Site.name_en.label("site_name_en"),
+            _holder.name.label("holder_name"), _holder.display_name.label("holder_display_name"),
+            _assignee.name.label("assignee_name"), _assignee.display_name.label("assignee_display_name"),
+        )
+        .join(Study, Study.id == ReadingTask.study_pk)
+        .join(Patient, Patient.id == Study.patient_pk)
+        .join(Site, Site.id == ReadingTask.source_site_id)
+        .outerjoin(_holder, _holder.id == ReadingTask.holder_id)
+        .outerjoin(_assignee, _assignee.id == ReadingTask.assignee_id)
+        .where(where)
+        .order_by(ReadingTask.due_at, ReadingTask.id)
+    )
+    return session.execute(query).all()
+
+
+def _task_item(row: Row, at: datetime) -> dict[str, Any]:
+    """A task as the worklist shows it; ``seconds_left`` is negative when overdue, null when done."""
+    task: ReadingTask = row.ReadingTask
+    return {
+        "task_id": task.id,
+        "kind": task.kind,
+        "parent_task_id": task.parent_id,
+        "state": task.state,
+        "study_uid": task.study_uid,
+        "patient": {"name": row.patient_name, "id": row.patient_id},
+        "site": {"code": row.site_code, "name": row.site_name, "name_en": row.site_name_en},
+        "modality": task.modality,
+        "priority": task.priority,
+        "priority_source": task.priority_source,
+        "opened_at": _iso(task.opened_at),
+        "due_at": _iso(task.due_at),
+        "seconds_left": math.floor((task.due_at - at).total_seconds()) if task.state in RUNNING else None,
+        "holder": _person(row.holder_name, row.holder_display_name),
+        "lease_until": _iso(task.lease_until),
+        "assignee": _person(row.assignee_name, row.assignee_display_name),
+        "escalated": task.escalated_at is not None,
+        "breached": task.breached_at is not None,
+        "reminders_sent": task.reminders_sent,
+        "signed_at": _iso(task.signed_at),
+    }
+
+
+def _task_or_404(session: Session, task_id: int) -> ReadingTask:
+    task = session.get(ReadingTask, task_id)
+    if task is None:
+        raise Problem(404, f"no task {task_id}")
+    return task
+
+
+def _one_task(session: Session, task_id: int, at: datetime) -> dict[str, Any]:
+    return _task_item(_task_rows(session, ReadingTask.id == task_id)[0], at)
+
+
+def _notifications(session: Session, user: User) -> list[dict[str, Any]]:
+    """The caller's unread in-app notices, newest first."""
+    rows = session.scalars(
+        select(Notification)
+        .where(Notification.user_id == user.id, Notification.read_at.is_(None))
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+        .limit(NOTIFICATIONS_SHOWN)
+    )
+    return [
+        {"id": n.id, "task_id": n.task_id, "kind": n.kind, "message": n.message, "created_at": _iso(n.created_at)}
+        for n in rows
+    ]
+
+
+# --- studies -------------------------------------------------------------------------------------
+
+
+def _visible_study(session: Session, user: User, study_uid: str, lock: bool = False) -> Study:
+    """The study, or 404 whether it is unknown or hidden from ``user`` (existence is not revealed)."""
+    query = select(Study).where(Study.study_uid == study_uid)
+    study = session.scalar(query.with_for_update() if lock else query)
+    if study is None or not may_see_study(session, user, study):
+        raise Problem(404, f"no study {study_uid} that you may see")
+    return study
+
+
+def _study_item(session: Session, study: Study) -> dict[str, Any]:
+    site = session.get(Site, study.site_id)
+    patient = study.patient
+    return {
+        "study_uid": study.study_uid,
+        "patient": {"name": patient.name, "id": patient.patient_id, "sex": patient.sex, "birth_date": patient.birth_date},
+        "site": {"code": site.code, "name": site.name, "name_en": site.name_en},
+        "modalities": [m for m in study.modalities.split("\\") if m],
+        "description": study.description,
+        "accession_number": study.accession_number,
+        "study_date": study.study_date,
+        "num_series": study.num_series,
+        "num_instances": study.num_instances,
+        "state": study.state,
+        "received_at": _iso(study.first_received_at),
+        "last_received_at": _iso(study.last_received_at),
+        "completed_at": _iso(study.completed_at),
+    }
+
+
+def _read_task(session: Session, study: Study, lock: bool = False) -> ReadingTask | None:
+    query = select(ReadingTask).where(ReadingTask.study_pk == study.id, ReadingTask.kind == "read")
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def _timeline(session: Session, task_ids: list[int]) -> list[dict[str, Any]]:
+    events = session.scalars(
+        select(TaskEvent).where(TaskEvent.task_id.in_(task_ids)).order_by(TaskEvent.at, TaskEvent.id)
+    )
+    return [
+        {"at": _iso(e.at), "task_id": e.task_id, "actor": e.actor, "kind": e.kind, "detail": e.detail} for e in events
+    ]
+
+
+def _reprioritise(session: Session, policy: ReadingSection, task: ReadingTask, priority: str, actor: str) -> None:
+    """Give ``task`` the station's priority: a new deadline and next service-level check, on the timeline."""
+    previous = task.priority
+    task.priority, task.priority_source = priority, "station"
+    task.due_at = due(policy, task.kind, priority, task.opened_at)
+    task.next_check_at = next_milestone(policy, task)
+    record(session, task, "priority_changed", actor, previous=previous, priority=priority,
+           due_at=task.due_at.isoformat(), reason="marked by station")
+
+
+def _figures_reader(user: User) -> str | None:
+    """The ``reader`` filter: readers and consultants see their own figures only."""
+    asked = request.args.get("reader")
+    if not sees_only_own_figures(user):
+        return asked
+    if asked not in (None, user.name):
+        raise Problem(403, "readers see their own turnaround figures only")
+    return user.name
+
+
+# --- endpoints -----------------------------------------------------------------------------------
+
+
+@api.get("/worklist")
+def worklist() -> Response:
+    """The caller's worklist by deadline, with their unread notices."""
+    at = clock.now()
+    with _transaction() as (session, user):
+        conditions = [visible_tasks(session, user)]
+        if modality := _choice("modality", request.args.get("modality"), MODALITIES):
+            conditions.append(ReadingTask.modality == modality)
+        if priority := _choice("priority", request.args.get("priority"), PRIORITIES):
+            conditions.append(ReadingTask.priority == priority)
+        if site := _site_arg(session):
+            conditions.append(ReadingTask.source_site_id == site.id)
+        limit, offset = _int_arg("limit", 100, 1, 500), _int_arg("offset", 0, 0)
+        page = _worklist_page(and_(*conditions), _states_arg(), limit, offset)
+        rows = _task_rows(session, ReadingTask.id.in_(page))
+        body = {
+            "at": _iso(at),
+            "items": [_task_item(row, at) for row in rows],
+            "notifications": _notifications(session, user),
+        }
+    return jsonify(body)
+
+
+@api.post("/tasks/<int:task_id>/claim")
+def claim_task(task_id: int) -> Response:
+    """Claim the task, or renew the lease when the holder calls again."""
+    at = clock.now()
+    with _transaction() as (session, user):
+        claims.claim(session, _policy(), task_id, user, at)
+        body = _one_task(session, task_id, at)
+    return jsonify(body)
+
+
+@api.post("/tasks/<int:task_id>/release")
+def release_task(task_id: int) -> Response:
+    """Give a held task back to the worklist."""
+    at = clock.now()
+    with _transaction() as (session, user):
+        claims.release(session, task_id, user)
+        body = _one_task(session, task_id, at)
+    return jsonify(body)
+
+
+@api.post("/tasks/<int:task_id>/consult")
+def ask_consult(task_id: int) -> tuple[Response, int]:
+    """Ask the province about a held reading task; answers the new consult task."""
+    at = clock.now()
+    with _transaction() as (session, user):
+        question = _text(_body(), "question")
+        consult = request_consult(session, _policy(), _task_or_404(session, task_id), user, question, at)
+        body = _one_task(session, consult.id, at)
+    return jsonify(body), 201
+
+
+@api.post("/tasks/<int:task_id>/answer")
+def answer(task_id: int) -> Response:
+    """Answer a held consult as a co-signature or an addendum; the consult is then done."""
+    at = clock.now()
+    with _transaction() as (session, user):
+        body = _body()
+        text, mode = _text(body, "answer"), _choice("mode", body.get("mode"), ANSWER_MODES, required=True)
+        answer_consult(session, _task_or_404(session, task_id), user, text, mode, at)
+        item = _one_task(session, task_id, at)
+    return jsonify(item)
+
+
+@api.post("/studies/<study_uid>/urgency")
+def mark_urgency(study_uid: str) -> Response:
+    """A station marks the urgency of its study; a task already made takes the new priority."""
+    at = clock.now()
+    with _transaction() as (session, user):
+        if user.role != "station":
+            raise Problem(403, "only stations mark the urgency of their studies")
+        priority = _choice("priority", _body().get("priority"), PRIORITIES, required=True)
+        study = _visible_study(session, user, study_uid, lock=True)
+        mark = session.get(UrgencyMark, study_uid) or UrgencyMark(study_uid=study_uid)
+        mark.priority, mark.marked_by, mark.marked_at = priority, user.name, at
+        session.add(mark)
+        task = _read_task(session, study, lock=True)
+        if task is not None and task.state in RUNNING and task.priority != priority:
+            _reprioritise(session, _policy(), task, priority, user.name)
+        body = {
+            "study_uid": study_uid,
+            "priority": priority,
+            "marked_by": user.name,
+            "marked_at": _iso(at),
+            "task": _one_task(session, task.id, at) if task is not None else None,
+        }
+    return jsonify(body)
+
+
+@api.get("/studies/<study_uid>")
+def study_status(study_uid: str) -> Response:
+    """The study, its status, the tasks the caller may see and their timeline; the view is audited."""
+    at = clock.now()
+    with _transaction() as (session, user):
+        study = _visible_study(session, user, study_uid)
+        read = _read_task(session, study)
+        rows = _task_rows(session, and_(ReadingTask.study_pk == study.id, visible_tasks(session, user)))
+        body = {
+            "status": STUDY_STATUS[read.state if read else None],
+            "study": _study_item(session, study),
+            "tasks": [_task_item(row, at) for row in rows],
+            "timeline": _timeline(session, [row.ReadingTask.id for row in rows]),
+        }
+        audit.record(session, user.name, "study.viewed", "study", study_uid)
+    return jsonify(body)
+
+
+@api.get("/turnaround")
+def turnaround() -> Response:
+    """Turnaround and backlog over the tasks the caller may see."""
+    at = clock.now()
+    with _transaction() as (session, user):
+        site = _site_arg(session)
+        filters = Filters(
+            site=site.code if site else None,
+            modality=_choice("modality", request.args.get("modality"), MODALITIES),
+            priority=_choice("priority", request.args.get("priority"), PRIORITIES),
+            reader=_figures_reader(user),
+            since=_time_arg("since"),
+            until=_time_arg("until"),
+        )
+        if filters.since and filters.until and filters.until <= filters.since:
+            raise _bad("until", "must be later than since")
+        body = figures(session, filters, visible_tasks(session, user), at)
+    return jsonify(body)
+
+
+@api.get("/openapi.json")
+def openapi() -> Response:
+    """This API described as OpenAPI 3.1 (no token needed)."""
+    return jsonify(OPENAPI)
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def _problem(status: int, detail: str, **extra: Any) -> Response:
+    """An RFC 9457 problem details response."""
+    response = current_app.json.response(
+        {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail, **extra}
+    )
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="telerad"'
+    return response
+
+
+@api.errorhandler(Problem)
+def _on_problem(exc: Problem) -> Response:
+    return _problem(exc.status, exc.detail, **exc.extra)
+
+
+@api.errorhandler(ClaimError)
+@api.errorhandler(ConsultError)
+def _on_refusal(exc: ClaimError | ConsultError) -> Response:
+    return _problem(exc.status, str(exc))
+
+
+@api.errorhandler(HTTPException)
+def _on_http(exc: HTTPException) -> Response:
+    return _problem(exc.code or 500, exc.description or HTTPStatus(exc.code or 500).phrase)
+
+
+@api.app_errorhandler(HTTPException)
+def _on_routing(exc: HTTPException) -> Response | HTTPException:
+    """Unknown paths and methods under ``/api/v1`` (found before any blueprint) as problem details too."""
+    return _on_http(exc) if (request.path + "/").startswith(f"{api.url_prefix}/") else exc
+
+
+@api.errorhandler(Exception)
+def _on_unexpected(exc: Exception) -> Response:
+    log.exception("unexpected error in %s %s", request.method, request.path)
+    return _problem(500, "an unexpected error occurred; it was logged")
+
+
+# --- OpenAPI 3.1 ---------------------------------------------------------------------------------
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def _object(required: Sequence[str] = (), **properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+def _query(name: str, description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema, **extra}
+
+
+def _problem_name(status: int) -> str:
+    """The component name of a problem response, e.g. ``NotFound``."""
+    return HTTPStatus(status).phrase.title().replace(" ", "")
+
+
+def _operation(
+    operation_id: str, summary: str, ok: tuple[int, str], errors: Sequence[int], **extra: Any
+) -> dict[str, Any]:
+    """An authenticated operation answering ``ok`` (status, schema name) as JSON, and problem details for ``errors``."""
+    status, schema = ok
+    responses = {str(status): {"description": HTTPStatus(status).phrase,
+                               "content": {"application/json": {"schema": _ref(schema)}}}}
+    responses |= {str(code): {"$ref": f"#/components/responses/{_problem_name(code)}"} for code in (401, *errors)}
+    return {"operationId": operation_id, "summary": summary, "responses": responses, **extra}
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+_STRING, _TIME, _INT = {"type": "string"}, {"type": "string", "format": "date-time"}, {"type": "integer"}
+_SITE = _object(("code", "name", "name_en"), code=_STRING, name=_STRING, name_en=_STRING)
+_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": _INT}
+_STUDY_UID = {"name": "study_uid", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
+_FILTERS = [
+    _query("site", "Code of the sending site.", _STRING),
+    _query("modality", "Modality read.", {"type": "string", "enum": list(MODALITIES)}),
+    _query("priority", "Priority.", {"type": "string", "enum": list(PRIORITIES)}),
+]
+_PROBLEM_CODES = (400, 401, 403, 404, 409)
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Telerad reading queue API",
+        "version": "1",
+        "description": "Worklist, claims, consults, urgency, study status and turnaround. Errors are RFC 9457 "
+                       "problem details. Times are ISO 8601 in UTC.",
+    },
+    "servers": [{"url": "/api/v1"}],
+    "security": [{"bearerAuth": []}],
+    "paths": {
+        "/worklist": {"get": _operation(
+            "worklist", "The caller's tasks by deadline, with their unread notifications", (200, "Worklist"), (400,),
+            parameters=[
+                _query("state", "Comma-separated task states (default open,claimed).",
+                       {"type": "array", "items": {"type": "string", "enum": [s.value for s in TaskState]}},
+                       style="form", explode=False),
+                *_FILTERS,
+                _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
+                _query("offset", "Tasks to skip.", {"type": "integer", "minimum": 0, "default": 0}),
+            ],
+        )},
+        "/tasks/{task_id}/claim": {"post": _operation(
+            "claimTask", "Claim a task, or renew the lease of a task the caller holds", (200, "Task"), (403, 404, 409),
+            parameters=[_TASK_ID],
+        )},
+        "/tasks/{task_id}/release": {"post": _operation(
+            "releaseTask", "Give a held task back to the worklist", (200, "Task"), (404, 409), parameters=[_TASK_ID],
+        )},
+        "/tasks/{task_id}/consult": {"post": _operation(
+            "askConsult", "Ask the province for a consult on a held reading task", (201, "Task"), (400, 404, 409),
+            parameters=[_TASK_ID], requestBody=_json_body("ConsultRequest"),
+        )},
+        "/tasks/{task_id}/answer": {"post": _operation(
+            "answerConsult", "Answer a held consult", (200, "Task"), (400, 404, 409),
+            parameters=[_TASK_ID], requestBody=_json_body("ConsultAnswer"),
+        )},
+        "/studies/{study_uid}": {"get": _operation(
+            "studyStatus", "A study's status, tasks and timeline", (200, "StudyStatus"), (404,), parameters=[_STUDY_UID],
+        )},
+        "/studies/{study_uid}/urgency": {"post": _operation(
+            "markUrgency", "A station marks the urgency of its study", (200, "UrgencyMark"), (400, 403, 404),
+            parameters=[_STUDY_UID], requestBody=_json_body("UrgencyRequest"),
+        )},
+        "/turnaround": {"get": _operation(
+            "turnaround", "Turnaround and backlog figures over the tasks the caller may see", (200, "Turnaround"), (400, 403),
+            parameters=[
+                *_FILTERS,
+                _query("reader", "User name of the signing reader (readers: only their own).", _STRING),
+                _query("since", "Signed at or after (ISO 8601 date or date-time; without an offset, in the "
+                       "service's time zone).", _STRING),
+                _query("until", "Signed before (as since).", _STRING),
+            ],
+        )},
+        "/openapi.json": {"get": {
+            "operationId": "openapi", "summary": "This document", "security": [],
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}},
+        }},
+    },
+    "components": {
+        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                           "description": "An API token from `telerad token create NAME`."}},
+        "responses": {
+            _problem_name(code): {
+                "description": HTTPStatus(code).phrase,
+                "content": {"application/problem+json": {"schema": _ref("Problem")}},
+            }
+            for code in _PROBLEM_CODES
+        },
+        "schemas": {
+            "Problem": _object(
+                ("type", "title", "status"), type={"type": "string", "format": "uri-reference"}, title=_STRING,
+                status=_INT, detail=_STRING,
+                parameter={"type": "string", "description": "The request parameter at fault (400)."},
+            ),
+            "Person": _object(("name", "display_name"), name=_STRING, display_name=_STRING),
+            "Task": _object(
+                ("task_id", "kind", "state", "study_uid", "patient", "site", "modality", "priority", "due_at"),
+                task_id=_INT,
+                kind={"type": "string", "enum": ["read", "consult"]},
+                parent_task_id=_nullable(_INT),
+                state={"type": "string", "enum": [s.value for s in TaskState]},
+                study_uid=_STRING,
+                patient=_object(("name", "id"), name=_STRING, id=_STRING),
+                site=_SITE,
+                modality=_STRING,
+                priority={"type": "string", "enum": list(PRIORITIES)},
+                priority_source={"type": "string", "enum": ["station", "study", "rule", "default", "consult"]},
+                opened_at=_TIME,
+                due_at=_TIME,
+                seconds_left=_nullable({"type": "integer", "description": "Negative when overdue."}),
+                holder=_nullable(_ref("Person")),
+                lease_until=_nullable(_TIME),
+                assignee=_nullable(_ref("Person")),
+                escalated={"type": "boolean"},
+                breached={"type": "boolean"},
+                reminders_sent=_INT,
+                signed_at=_nullable(_TIME),
+            ),
+            "Notification": _object(
+                ("id", "task_id", "kind", "message", "created_at"),
+                id=_INT, task_id=_INT, kind=_STRING, message=_STRING, created_at=_TIME,
+            ),
+            "Worklist": _object(
+                ("at", "items", "notifications"), at=_TIME,
+                items={"type": "array", "items": _ref("Task")},
+                notifications={"type": "array", "items": _ref("Notification")},
+            ),
+            "TimelineEvent": _object(
+                ("at", "task_id", "actor", "kind", "detail"),
+                at=_TIME, task_id=_INT, actor=_STRING, kind=_STRING, detail={"type": "object"},
+            ),
+            "Study": _object(
+                ("study_uid", "patient", "site", "modalities", "num_instances", "state", "received_at"),
+                study_uid=_STRING,
+                patient=_object(("name", "id"), name=_STRING, id=_STRING, sex=_STRING, birth_date=_STRING),
+                site=_SITE,
+                modalities={"type": "array", "items": _STRING},
+                description=_STRING,
+                accession_number=_STRING,
+                study_date=_STRING,
+                num_series=_INT,
+                num_instances=_INT,
+                state={"type": "string", "enum": ["receiving", "complete"]},
+                received_at=_TIME,
+                last_received_at=_TIME,
+                completed_at=_nullable(_TIME),
+            ),
+            "StudyStatus": _object(
+                ("status", "study", "tasks", "timeline"),
+                status={"type": "string", "enum": list(STUDY_STATUS.values())},
+                study=_ref("Study"),
+                tasks={"type": "array", "items": _ref("Task")},
+                timeline={"type": "array", "items": _ref("TimelineEvent")},
+            ),
+            "UrgencyRequest": _object(("priority",), priority={"type": "string", "enum": list(PRIORITIES)}),
+            "UrgencyMark": _object(
+                ("study_uid", "priority", "marked_by", "marked_at", "task"),
+                study_uid=_STRING, priority={"type": "string", "enum": list(PRIORITIES)}, marked_by=_STRING,
+                marked_at=_TIME, task=_nullable(_ref("Task")),
+            ),
+            "ConsultRequest": _object(("question",), question={"type": "string", "minLength": 1}),
+            "ConsultAnswer": _object(
+                ("answer", "mode"), answer=_STRING, mode={"type": "string", "enum": list(ANSWER_MODES)},
+            ),
+            "Turnaround": _object(
+                ("filters", "signed", "backlog"),
+                filters={"type": "object"},
+                signed=_object(
+                    ("count",), count=_INT, median_minutes=_nullable({"type": "number"}),
+                    p90_minutes=_nullable({"type": "number"}), within_deadline_share=_nullable({"type": "number"}),
+                ),
+                backlog=_object(
+                    ("overdue", "under_1h", "under_4h", "under_24h", "later"),
+                    overdue=_INT, under_1h=_INT, under_4h=_INT, under_24h=_INT, later=_INT,
+                ),
+            ),
+        },
+    },
+}

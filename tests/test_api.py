@@ -1,0 +1,415 @@
+"""The JSON API under /api/v1: authentication, problem details, worklist visibility and order, claims,
+consults, urgency marks, study status and timeline, turnaround, and the OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, UTC
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from openapi_spec_validator import validate
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+from werkzeug.test import TestResponse
+
+from dicom_files import copy_with_new_uids
+from pacs_node.archive import Archive
+from pacs_node.index import complete_stable_studies
+from pacs_node.node import load_senders, storage_for
+from reading_queue import jobs
+from reading_queue.signing import mark_signed
+from reading_queue.tasks import ReadingTask
+from telerad import clock
+from telerad.audit import AuditEvent
+from telerad.config import Config
+from telerad.events import OutboxEvent
+from telerad.users import User, create_token
+from telerad.web import create_app
+
+START = datetime(2026, 3, 4, 3, 0, tzinfo=UTC)  # Wednesday 11:00 in Shanghai: every reader is on duty
+CT = Path(get_testdata_file("CT_small.dcm"))
+ECG = Path(get_testdata_file("waveform_ecg.dcm"))
+PROBLEM = "application/problem+json"
+
+
+class Alliance:
+    """The demo alliance behind the web app: stations send studies, people call the API, time is injected."""
+
+    def __init__(self, config: Config, sessions: sessionmaker, folder: Path) -> None:
+        self.config, self.sessions, self.folder = config, sessions, folder
+        self.now = START
+        clock.set_source(lambda: self.now)
+        jobs.configure(config, sessions)
+        self.archive = Archive(storage_for(config), sessions)
+        self.senders = load_senders(sessions)
+        self.client: FlaskClient = create_app(config).test_client()
+        self.tokens: dict[str, str] = {}
+
+    def advance(self, **delta: float) -> datetime:
+        """Move the clock on."""
+        self.now += timedelta(**delta)
+        return self.now
+
+    def receive(self, source: Path, ae_title: str, **changes: object) -> str:
+        """A station sends one real instance (with fresh UIDs); returns the study UID."""
+        path = copy_with_new_uids(source, self.folder, **changes)
+        self.archive.receive(path.read_bytes(), self.senders[ae_title])
+        return dcmread(path, stop_before_pixels=True).StudyInstanceUID
+
+    def complete(self, study_uid: str) -> ReadingTask:
+        """Let the study become complete and the reading queue make its task (as the worker would)."""
+        self.advance(seconds=self.config.dicom.stable_seconds + 1)
+        with self.sessions() as session, session.begin():
+            complete_stable_studies(session, self.config.dicom.stable_seconds)
+        with self.sessions() as session:
+            event = session.scalar(
+                select(OutboxEvent).where(OutboxEvent.key == study_uid, OutboxEvent.topic == "study.complete")
+            )
+        jobs.on_study_complete(event.id, event.topic, event.payload)
+        return self.task(study_uid)
+
+    def study(self, source: Path, ae_title: str, **changes: object) -> ReadingTask:
+        """A complete study with its reading task."""
+        return self.complete(self.receive(source, ae_title, **changes))
+
+    def task(self, study_uid: str) -> ReadingTask:
+        """The study's reading task as it is now."""
+        with self.sessions() as session:
+            return session.scalar(select(ReadingTask).where(ReadingTask.study_uid == study_uid, ReadingTask.kind == "read"))
+
+    def token(self, name: str) -> str:
+        if name not in self.tokens:
+            with self.sessions() as session, session.begin():
+                self.tokens[name] = create_token(session, name)
+        return self.tokens[name]
+
+    def get(self, path: str, who: str, **query: Any) -> TestResponse:
+        return self.client.get(f"/api/v1{path}", query_string=query, headers=self._auth(who))
+
+    def post(self, path: str, who: str, body: Any = None) -> TestResponse:
+        return self.client.post(f"/api/v1{path}", json=body, headers=self._auth(who))
+
+    def worklist(self, who: str, **query: Any) -> list[dict[str, Any]]:
+        response = self.get("/worklist", who, **query)
+        assert response.status_code == 200, response.json
+        return response.json["items"]
+
+    def _auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(who)}"}
+
+
+@pytest.fixture
+def alliance(config: Config, sessions: sessionmaker, tmp_path: Path) -> Iterator[Alliance]:
+    yield Alliance(config, sessions, tmp_path / "files")
+    clock.set_source(None)
+
+
+def assert_problem(response: TestResponse, status: int, parameter: str | None = None) -> dict[str, Any]:
+    """The response is RFC 9457 problem details with ``status`` (naming ``parameter`` for a 400)."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    body = response.json
+    assert body["status"] == status and body["type"] == "about:blank" and body["title"] and body["detail"]
+    if parameter is not None:
+        assert body["parameter"] == parameter and parameter in body["detail"]
+    return body
+
+
+def test_requests_without_a_valid_token_are_refused(alliance: Alliance) -> None:
+    client = alliance.client
+    for headers in ({}, {"Authorization": "Bearer trd_not-a-token"}, {"Authorization": "Basic cmVhZGVyOnB3"},
+                    {"Authorization": "Bearer "}):
+        response = client.get("/api/v1/worklist", headers=headers)
+        assert_problem(response, 401)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert_problem(client.post("/api/v1/tasks/1/claim"), 401)
+    assert_problem(client.get("/api/v1/studies/1.2.3"), 401)
+    assert_problem(client.get("/api/v1/turnaround"), 401)
+    assert_problem(client.get("/api/v1/no-such-thing"), 404)
+    assert_problem(client.get("/api/v1/tasks/1/claim"), 405)
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/no-such-page").mimetype == "text/html"
+
+
+def test_unexpected_errors_are_problem_details_without_internals(
+    alliance: Alliance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr("reading_queue.api.figures", broken)
+    body = assert_problem(alliance.get("/turnaround", "supervisor"), 500)
+    assert "secret" not in str(body) and "Traceback" not in str(body)
+
+
+def test_worklist_shows_each_role_what_access_allows(alliance: Alliance) -> None:
+    ct = alliance.study(CT, "DG_CT")  # Dongguan township
+    xihe_ecg = alliance.study(ECG, "XH_ECG")  # Xihe township
+    lijia_ecg = alliance.study(ECG, "LIJIA_ECG")  # Lijia village, below Dongguan
+
+    def seen(who: str) -> set[int]:
+        return {item["task_id"] for item in alliance.worklist(who)}
+
+    assert seen("dongguan") == {ct.id, lijia_ecg.id}
+    assert seen("xihe") == {xihe_ecg.id}
+    assert seen("lijia") == {lijia_ecg.id}
+    assert seen("zhaozhuang") == set()
+    assert seen("reader-ecg") == {xihe_ecg.id, lijia_ecg.id}
+    assert seen("reader-ct") == {ct.id}
+    assert seen("consultant") == set()
+    assert seen("supervisor") == {ct.id, xihe_ecg.id, lijia_ecg.id}
+
+    item = next(item for item in alliance.worklist("dongguan") if item["task_id"] == ct.id)
+    assert item["patient"] == {"name": "CompressedSamples^CT1", "id": "1CT1"}
+    assert item["site"] == {"code": "TS-DONGGUAN", "name": "东关镇卫生院", "name_en": "Dongguan Township Health Centre"}
+    assert item["kind"] == "read" and item["state"] == "open" and item["modality"] == "CT"
+    assert item["assignee"] == {"name": "reader-ct", "display_name": "影像医师 李强"}
+    assert item["holder"] is None and item["escalated"] is False and item["breached"] is False
+    assert item["reminders_sent"] == 0
+
+
+def test_worklist_is_ordered_by_deadline_with_time_left(alliance: Alliance) -> None:
+    ct = alliance.study(CT, "DG_CT")
+    routine_ecg = alliance.study(ECG, "XH_ECG")
+    urgent_ecg = alliance.study(ECG, "LIJIA_ECG")  # the policy makes Lijia's ECGs urgent
+    alliance.advance(hours=1)
+
+    items = alliance.worklist("supervisor")
+    assert [item["task_id"] for item in items] == [urgent_ecg.id, ct.id, routine_ecg.id]
+    assert [item["priority"] for item in items] == ["URGENT", "ROUTINE", "ROUTINE"]
+    assert items[0]["priority_source"] == "rule" and items[1]["priority_source"] == "default"
+    assert items[0]["seconds_left"] == 3600
+    assert items[1]["seconds_left"] == int((ct.due_at - alliance.now).total_seconds()) == 23 * 3600 - 2 * 61
+    assert datetime.fromisoformat(items[0]["due_at"]) == urgent_ecg.due_at
+
+    alliance.advance(hours=1, seconds=30)
+    assert alliance.worklist("supervisor")[0]["seconds_left"] == -30
+
+    assert [i["task_id"] for i in alliance.worklist("supervisor", modality="ECG")] == [urgent_ecg.id, routine_ecg.id]
+    assert [i["task_id"] for i in alliance.worklist("supervisor", priority="ROUTINE")] == [ct.id, routine_ecg.id]
+    assert [i["task_id"] for i in alliance.worklist("supervisor", site="TS-XIHE")] == [routine_ecg.id]
+    assert [i["task_id"] for i in alliance.worklist("supervisor", limit=1, offset=1)] == [ct.id]
+    assert alliance.worklist("supervisor", state="signed") == []
+    assert len(alliance.worklist("supervisor", state="open,claimed,open")) == 3
+
+    for name, value in (("limit", "0"), ("limit", "501"), ("limit", "ten"), ("offset", "-1"), ("state", "done"),
+                        ("priority", "HIGH"), ("modality", "PET"), ("site", "NOWHERE")):
+        assert_problem(alliance.get("/worklist", "supervisor", **{name: value}), 400, parameter=name)
+
+
+def test_claim_renew_conflict_and_release(alliance: Alliance) -> None:
+    task = alliance.study(CT, "DG_DR", Modality="DX")  # pushed to reader-ct (least work, first by name)
+    assert task.assignee_id is not None
+    alliance.advance(minutes=1)
+
+    claimed = alliance.post(f"/tasks/{task.id}/claim", "reader-ct")
+    assert claimed.status_code == 200, claimed.json
+    assert claimed.json["holder"] == {"name": "reader-ct", "display_name": "影像医师 李强"}
+    assert claimed.json["state"] == "claimed" and claimed.json["task_id"] == task.id
+    assert datetime.fromisoformat(claimed.json["lease_until"]) == alliance.now + timedelta(minutes=20)
+
+    assert_problem(alliance.post(f"/tasks/{task.id}/claim", "reader-ct2"), 403)  # pushed to someone else
+    assert_problem(alliance.post(f"/tasks/{task.id}/claim", "reader-ecg"), 403)  # not qualified for DX
+    assert_problem(alliance.post(f"/tasks/{task.id}/claim", "dongguan"), 403)
+    assert_problem(alliance.post("/tasks/999999/claim", "reader-ct"), 404)
+    assert_problem(alliance.post("/tasks/999999/release", "reader-ct"), 404)
+
+    alliance.advance(hours=22)  # past the escalation point: offered to every qualified reader on duty
+    renewed = alliance.post(f"/tasks/{task.id}/claim", "reader-ct")
+    assert renewed.status_code == 200
+    assert datetime.fromisoformat(renewed.json["lease_until"]) == alliance.now + timedelta(minutes=20)
+    jobs.sla_sweep()
+    response = alliance.get("/worklist", "reader-ct2")
+    assert [n["kind"] for n in response.json["notifications"]] == ["escalation"]
+    assert response.json["items"][0]["escalated"] is True
+
+    conflict = assert_problem(alliance.post(f"/tasks/{task.id}/claim", "reader-ct2"), 409)
+    assert "影像医师 李强" in conflict["detail"]
+    assert_problem(alliance.post(f"/tasks/{task.id}/release", "reader-ct2"), 409)
+
+    released = alliance.post(f"/tasks/{task.id}/release", "reader-ct")
+    assert released.status_code == 200
+    assert released.json["holder"] is None and released.json["state"] == "open"
+    taken = alliance.post(f"/tasks/{task.id}/claim", "reader-ct2")
+    assert taken.status_code == 200 and taken.json["holder"]["name"] == "reader-ct2"
+
+    timeline = alliance.get(f"/studies/{task.study_uid}", "supervisor").json["timeline"]
+    assert [(e["kind"], e["actor"]) for e in timeline[1:]] == [
+        ("assigned", "system"), ("claimed", "reader-ct"), ("renewed", "reader-ct"), ("escalated", "system"),
+        ("released", "reader-ct"), ("claimed", "reader-ct2"),
+    ]
+
+
+def test_consult_request_and_answer_are_on_the_study_timeline(alliance: Alliance) -> None:
+    task = alliance.study(CT, "DG_CT")
+    assert alliance.post(f"/tasks/{task.id}/claim", "reader-ct").status_code == 200
+
+    assert_problem(alliance.post(f"/tasks/{task.id}/consult", "reader-ct", None), 400)
+    assert_problem(alliance.post(f"/tasks/{task.id}/consult", "reader-ct", {"question": 5}), 400, "question")
+    assert_problem(alliance.post(f"/tasks/{task.id}/consult", "reader-ct", {"question": "  "}), 400)
+    assert_problem(alliance.post(f"/tasks/{task.id}/consult", "reader-ct2", {"question": "?"}), 409)
+    assert_problem(alliance.post("/tasks/999999/consult", "reader-ct", {"question": "?"}), 404)
+
+    asked = alliance.post(f"/tasks/{task.id}/consult", "reader-ct", {"question": "右肺结节性质？"})
+    assert asked.status_code == 201, asked.json
+    consult = asked.json
+    assert consult["kind"] == "consult" and consult["parent_task_id"] == task.id and consult["state"] == "open"
+    assert [item["task_id"] for item in alliance.worklist("consultant")] == [consult["task_id"]]
+
+    alliance.advance(minutes=30)
+    assert alliance.post(f"/tasks/{consult['task_id']}/claim", "consultant").status_code == 200
+    path = f"/tasks/{consult['task_id']}/answer"
+    assert_problem(alliance.post(path, "consultant", {"answer": "良性可能大", "mode": "sign"}), 400, "mode")
+    assert_problem(alliance.post(path, "consultant", {"mode": "co-sign"}), 400, "answer")
+    assert_problem(alliance.post(path, "reader-ct", {"answer": "x", "mode": "co-sign"}), 409)
+    answered = alliance.post(path, "consultant", {"answer": "良性可能大", "mode": "co-sign"})
+    assert answered.status_code == 200 and answered.json["state"] == "signed"
+    assert answered.json["seconds_left"] is None
+
+    reader_view = alliance.get(f"/studies/{task.study_uid}", "reader-ct").json
+    assert reader_view["status"] == "being_read"
+    assert [t["task_id"] for t in reader_view["tasks"]] == [task.id]
+    requested, answered_event = (
+        next(e for e in reader_view["timeline"] if e["kind"] == kind) for kind in ("consult_requested", "consult_answered")
+    )
+    assert requested["actor"] == "reader-ct" and requested["detail"]["question"] == "右肺结节性质？"
+    assert answered_event["actor"] == "consultant" and answered_event["detail"]["mode"] == "co-sign"
+    assert answered_event["detail"]["answer"] == "良性可能大"
+
+    station_view = alliance.get(f"/studies/{task.study_uid}", "dongguan").json
+    assert {t["kind"] for t in station_view["tasks"]} == {"read", "consult"}
+    times = [e["at"] for e in station_view["timeline"]]
+    assert times == sorted(times, key=datetime.fromisoformat)
+
+
+def test_station_urgency_changes_priority_and_deadline(alliance: Alliance, sessions: sessionmaker) -> None:
+    task = alliance.study(CT, "DG_CT")
+    assert task.priority == "ROUTINE"
+    alliance.advance(minutes=5)
+
+    marked = alliance.post(f"/studies/{task.study_uid}/urgency", "dongguan", {"priority": "STAT"})
+    assert marked.status_code == 200, marked.json
+    assert marked.json["marked_by"] == "dongguan" and marked.json["task"]["priority"] == "STAT"
+    assert marked.json["task"]["priority_source"] == "station"
+    with sessions() as session:
+        changed = session.get(ReadingTask, task.id)
+    assert changed.due_at == task.opened_at + timedelta(minutes=30)
+    assert changed.next_check_at == task.opened_at + timedelta(minutes=15)  # first reminder at half the time
+    assert alliance.post(f"/studies/{task.study_uid}/urgency", "dongguan", {"priority": "STAT"}).status_code == 200
+
+    timeline = alliance.get(f"/studies/{task.study_uid}", "dongguan").json["timeline"]
+    changes = [e for e in timeline if e["kind"] == "priority_changed"]
+    assert len(changes) == 1
+    assert changes[0]["actor"] == "dongguan" and changes[0]["detail"]["reason"] == "marked by station"
+    assert changes[0]["detail"]["previous"] == "ROUTINE" and changes[0]["detail"]["priority"] == "STAT"
+    assert alliance.worklist("reader-ct")[0]["seconds_left"] == 25 * 60
+
+    assert_problem(alliance.post(f"/studies/{task.study_uid}/urgency", "xihe", {"priority": "URGENT"}), 404)
+    assert_problem(alliance.post(f"/studies/{task.study_uid}/urgency", "reader-ct", {"priority": "URGENT"}), 403)
+    assert_problem(alliance.post(f"/studies/{task.study_uid}/urgency", "dongguan", {"priority": "SOON"}), 400, "priority")
+    assert_problem(alliance.post(f"/studies/{task.study_uid}/urgency", "dongguan", {}), 400, "priority")
+    assert_problem(alliance.post("/studies/1.2.3.4/urgency", "dongguan", {"priority": "STAT"}), 404)
+
+    waiting = alliance.receive(CT, "DG_CT")  # not complete yet: no task, the mark waits for it
+    early = alliance.post(f"/studies/{waiting}/urgency", "dongguan", {"priority": "URGENT"})
+    assert early.status_code == 200 and early.json["task"] is None
+    made = alliance.complete(waiting)
+    assert (made.priority, made.priority_source) == ("URGENT", "station")
+    assert made.due_at == made.opened_at + timedelta(minutes=120)
+
+
+def test_study_status_and_who_may_see_it(alliance: Alliance, sessions: sessionmaker) -> None:
+    uid = alliance.receive(CT, "DG_CT")
+    received = alliance.get(f"/studies/{uid}", "dongguan")
+    assert received.status_code == 200, received.json
+    assert received.json["status"] == "received" and received.json["tasks"] == [] and received.json["timeline"] == []
+    study = received.json["study"]
+    assert study["study_uid"] == uid and study["state"] == "receiving" and study["completed_at"] is None
+    assert study["modalities"] == ["CT"] and study["num_instances"] == 1 and study["site"]["code"] == "TS-DONGGUAN"
+    assert study["patient"]["id"] == "1CT1"
+
+    task = alliance.complete(uid)
+    status = alliance.get(f"/studies/{uid}", "dongguan").json
+    assert status["status"] == "waiting" and status["study"]["state"] == "complete"
+    assert datetime.fromisoformat(status["study"]["completed_at"]) == task.opened_at
+    assert [t["task_id"] for t in status["tasks"]] == [task.id]
+    assert [e["kind"] for e in status["timeline"]] == ["created", "assigned"]
+
+    alliance.post(f"/tasks/{task.id}/claim", "reader-ct")
+    assert alliance.get(f"/studies/{uid}", "supervisor").json["status"] == "being_read"
+    with sessions() as session, session.begin():
+        mark_signed(session, session.get(ReadingTask, task.id), session.scalar(select(User).where(User.name == "reader-ct")),
+                    alliance.now)
+    assert alliance.get(f"/studies/{uid}", "reader-ct").json["status"] == "reported"
+
+    unknown = assert_problem(alliance.get("/studies/1.2.3.4", "xihe"), 404)
+    hidden = assert_problem(alliance.get(f"/studies/{uid}", "xihe"), 404)
+    assert hidden["detail"] == unknown["detail"].replace("1.2.3.4", uid)
+    assert_problem(alliance.get(f"/studies/{uid}", "lijia"), 404)
+    assert_problem(alliance.get(f"/studies/{uid}", "reader-ecg"), 404)
+    with sessions() as session:
+        viewers = session.scalars(select(AuditEvent.actor).where(AuditEvent.action == "study.viewed").order_by(AuditEvent.id)).all()
+    assert viewers == ["dongguan", "dongguan", "supervisor", "reader-ct"]
+
+
+def test_turnaround_figures_filters_and_visibility(alliance: Alliance, sessions: sessionmaker) -> None:
+    ct = alliance.study(CT, "DG_CT")
+    alliance.study(ECG, "XH_ECG")
+    alliance.post(f"/tasks/{ct.id}/claim", "reader-ct")
+    alliance.now = ct.opened_at + timedelta(minutes=90)
+    with sessions() as session, session.begin():
+        reader = session.scalar(select(User).where(User.name == "reader-ct"))
+        mark_signed(session, session.get(ReadingTask, ct.id), reader, alliance.now)
+
+    def figures(who: str, **query: str) -> dict[str, Any]:
+        response = alliance.get("/turnaround", who, **query)
+        assert response.status_code == 200, response.json
+        return response.json
+
+    everything = figures("supervisor")
+    assert everything["signed"] == {"count": 1, "median_minutes": 90.0, "p90_minutes": 90.0, "within_deadline_share": 1.0}
+    assert everything["backlog"]["under_24h"] == 1
+    assert figures("supervisor", site="TS-DONGGUAN")["signed"]["count"] == 1
+    assert figures("supervisor", site="TS-XIHE")["signed"]["count"] == 0
+    assert figures("supervisor", site="TS-XIHE")["backlog"]["under_24h"] == 1
+    assert figures("supervisor", modality="ECG")["signed"]["count"] == 0
+    assert figures("supervisor", priority="ROUTINE")["signed"]["count"] == 1
+    assert figures("supervisor", since="2026-03-04")["signed"]["count"] == 1  # Shanghai midnight
+    assert figures("supervisor", since="2026-03-05")["signed"]["count"] == 0
+    assert figures("supervisor", until="2026-03-04T04:00:00Z")["signed"]["count"] == 0
+    assert figures("supervisor", since="2026-03-04T04:00:00+00:00")["filters"]["since"] == "2026-03-04T04:00:00+00:00"
+
+    assert figures("dongguan")["signed"]["count"] == 1
+    assert figures("xihe")["signed"]["count"] == 0 and figures("xihe")["backlog"]["under_24h"] == 1
+    assert figures("reader-ct")["signed"]["count"] == 1
+    assert figures("reader-ct2")["signed"]["count"] == 0
+    assert_problem(alliance.get("/turnaround", "reader-ct2", reader="reader-ct"), 403)
+
+    assert_problem(alliance.get("/turnaround", "supervisor", since="yesterday"), 400, "since")
+    assert_problem(alliance.get("/turnaround", "supervisor", until="2026-13-01"), 400, "until")
+    assert_problem(alliance.get("/turnaround", "supervisor", since="2026-03-05", until="2026-03-04"), 400, "until")
+    assert_problem(alliance.get("/turnaround", "supervisor", site="NOWHERE"), 400, "site")
+    assert_problem(alliance.get("/turnaround", "supervisor", priority="soon"), 400, "priority")
+
+
+def test_openapi_document_is_valid_and_lists_every_endpoint(alliance: Alliance) -> None:
+    response = alliance.client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    document = response.json
+    validate(document)
+    served = {
+        (rule.rule.removeprefix("/api/v1").replace("<int:", "{").replace("<", "{").replace(">", "}"), method.lower())
+        for rule in alliance.client.application.url_map.iter_rules()
+        if rule.rule.startswith("/api/v1/")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    described = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert served == described
+    assert document["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http", "scheme": "bearer", "description": "An API token from `telerad token create NAME`."
+    }
