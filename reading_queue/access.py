@@ -2,7 +2,7 @@
 
 - a station sees the tasks of studies it (or a site below it) sent;
 - a reader sees open tasks of their centre for modalities they read, and what they hold;
-- a consultant the same for consults at the province;
+- a consultant the same at the province, consults included;
 - a supervisor and an administrator see everything of their centre and the sites below it.
 """
 
@@ -29,11 +29,11 @@ def visible_tasks(session: Session, user: User) -> ColumnElement[bool]:
     if user.role == "station":
         return ReadingTask.source_site_id.in_(subtree_ids(session, user.site_id))
     if user.role in ("reader", "consultant") and user.modalities:
-        kind = "consult" if user.role == "consultant" else "read"
+        kinds = ("read", "consult") if user.role == "consultant" else ("read",)
         return or_(
             and_(
                 ReadingTask.centre_site_id == user.site_id,
-                ReadingTask.kind == kind,
+                ReadingTask.kind.in_(kinds),
                 ReadingTask.modality.in_(user.modalities),
             ),
             ReadingTask.holder_id == user.id,

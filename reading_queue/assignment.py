@@ -57,20 +57,25 @@ def on_duty(session: Session, policy: ReadingSection, user: User, at: datetime) 
     if not shifts:
         return True
     local = at.astimezone(ZoneInfo(policy.timezone))
-    day, now = _WEEKDAYS[local.weekday()], local.time()
+    day, yesterday, now = _WEEKDAYS[local.weekday()], _WEEKDAYS[local.weekday() - 1], local.time()
     for shift in shifts:
         start = time.fromisoformat(shift.start)
         end = time.max if shift.end == "24:00" else time.fromisoformat(shift.end)
-        if day in shift.days and start <= now < end:
+        if start < end and day in shift.days and start <= now < end:
+            return True
+        # A night shift (e.g. 20:00-08:00) belongs to the day it starts on.
+        if start >= end and ((day in shift.days and now >= start) or (yesterday in shift.days and now < end)):
             return True
     return False
 
 
 def qualified(session: Session, task: ReadingTask) -> list[User]:
-    """Active readers of the task's centre qualified for its modality (consultants for consults)."""
-    role = "consultant" if task.kind == "consult" else "reader"
+    """Active readers of the task's centre qualified for its modality (only consultants answer consults)."""
+    roles = ("consultant",) if task.kind == "consult" else ("reader", "consultant")
     users = session.scalars(
-        select(User).where(User.site_id == task.centre_site_id, User.role == role, User.active.is_(True)).order_by(User.name)
+        select(User)
+        .where(User.site_id == task.centre_site_id, User.role.in_(roles), User.active.is_(True))
+        .order_by(User.name)
     ).all()
     return [user for user in users if task.modality in user.modalities]
 
@@ -111,7 +116,15 @@ def pick(session: Session, policy: ReadingSection, task: ReadingTask, at: dateti
     """The eligible reader with the least weighted work (ties: fewest tasks, then name)."""
     readers = eligible(session, policy, task, at)
     load = weighted_load(session, [user.id for user in readers], at)
-    return min(readers, key=lambda user: (load[user.id], user.name), default=None)
+    holder = func.coalesce(ReadingTask.holder_id, ReadingTask.assignee_id)
+    count = dict(
+        session.execute(
+            select(holder, func.count())
+            .where(ReadingTask.state.in_((TaskState.OPEN, TaskState.CLAIMED)), holder.in_([user.id for user in readers]))
+            .group_by(holder)
+        ).all()
+    )
+    return min(readers, key=lambda user: (load[user.id], count.get(user.id, 0), user.name), default=None)
 
 
 def route(session: Session, policy: ReadingSection, task: ReadingTask, centre_code: str, at: datetime) -> None:

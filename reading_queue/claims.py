@@ -32,7 +32,8 @@ def claim(session: Session, policy: ReadingSection, task_id: int, user: User, at
         raise ClaimError(404, f"no task {task_id}")
     if not may_claim(session, policy, user, task, at):
         raise ClaimError(403, "you are not qualified for, or not offered, this task")
-    renewing = task.holder_id == user.id
+    lapsed_holder = task.holder_id if task.lease_until is not None and task.lease_until <= at else None
+    renewing = task.holder_id == user.id and lapsed_holder is None
     lease_until = at + timedelta(minutes=policy.lease_minutes)
     won = session.execute(
         update(ReadingTask)
@@ -50,6 +51,8 @@ def claim(session: Session, policy: ReadingSection, task_id: int, user: User, at
         if holder is not None:
             raise ClaimError(409, f"already claimed by {holder.display_name or holder.name} until {task.lease_until:%H:%M} UTC")
         raise ClaimError(409, f"the task is {task.state}")
+    if lapsed_holder is not None:
+        record(session, task, "released", "system", reason="lease expired", holder_id=lapsed_holder)
     record(session, task, "renewed" if renewing else "claimed", user.name, lease_until=lease_until.isoformat())
     return task
 

@@ -8,6 +8,7 @@ they failed.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import urllib.request
@@ -138,15 +139,17 @@ def deliver_webhooks(sessions: sessionmaker, at: datetime, timeout: float = 5.0,
 
 def _post(url: str, payload: dict[str, Any], timeout: float) -> str | None:
     """POST ``payload`` as JSON; the error, or ``None`` on a 2xx answer."""
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(payload, ensure_ascii=False).encode(),
-        headers={"Content-Type": "application/json; charset=utf-8"},
-        method="POST",
-    )
     try:
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(payload, ensure_ascii=False).encode(),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the configured gateway
             response.read()
     except OSError as exc:
         return str(exc)
+    except (http.client.HTTPException, ValueError) as exc:  # not HTTP at all, or not a usable URL
+        return f"{type(exc).__name__}: {exc}"
     return None

@@ -3,7 +3,8 @@
 :func:`sweep` is the periodic job's body. Each task carries the time of its
 next milestone (``next_check_at``), so a sweep touches only the tasks that
 crossed one: at the reminder fractions the holder (or the assignee, or the
-eligible readers when nobody has it) is reminded; at the escalation fraction
+eligible readers when nobody has it, or the supervisors when nobody is
+eligible) is reminded; at the escalation fraction
 the task is offered to every eligible reader and shown to the supervisors; at
 the deadline a breach is recorded with its reason.
 """
@@ -83,7 +84,7 @@ def _left(task: ReadingTask, at: datetime) -> str:
 
 
 def _remind(session: Session, policy: ReadingSection, notifier: Notifier, task: ReadingTask, at: datetime, n: int) -> None:
-    people = _people(session, policy, task, at)
+    people = _people(session, policy, task, at) or _supervisors(session, task)
     message = f"{task.priority} {task.modality} study {task.study_uid}: {_left(task, at)} left before its deadline"
     notifier.notify(session, people, task, "reminder", message, at)
     record(session, task, "reminded", "system", reminder=n, users=[user.name for user in people])

@@ -72,7 +72,7 @@ def figures(session: Session, filters: Filters, visible: Any, at: datetime) -> d
     rows = session.execute(signed).all()
     minutes = [(row.at - row.opened_at).total_seconds() / 60 for row in rows]
     within = sum(1 for row in rows if row.at <= row.due_at)
-    open_query = _filtered(select(ReadingTask.due_at), filters, visible).where(
+    open_query = _filtered(select(ReadingTask.id, ReadingTask.due_at), filters, visible).where(
         ReadingTask.state.in_((TaskState.OPEN, TaskState.CLAIMED))
     )
     if filters.reader:
@@ -80,7 +80,7 @@ def figures(session: Session, filters: Filters, visible: Any, at: datetime) -> d
             TaskEvent, (TaskEvent.task_id == ReadingTask.id) & (TaskEvent.kind == "claimed")
         ).where(TaskEvent.actor == filters.reader)
     backlog = dict.fromkeys([name for name, _ in BACKLOG_BUCKETS] + ["later"], 0)
-    for (due_at,) in session.execute(open_query.distinct()).all():
+    for _, due_at in session.execute(open_query.distinct()).all():
         left = due_at - at
         name = next((name for name, limit in BACKLOG_BUCKETS if left < limit), "later")
         backlog[name] += 1

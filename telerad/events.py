@@ -5,7 +5,8 @@ transaction as the change it describes (:func:`publish`), so an announcement is
 never lost and never blocks the caller: if Redis is down, the event waits in the
 database. :func:`relay` sends waiting events to the queue; the worker runs
 :func:`dispatch`, which calls the handlers other packages :func:`subscribe`.
-Delivery is at least once; handlers must be idempotent (they get the event id).
+Delivery is at least once, and a handler that fails is retried; handlers must
+be idempotent (they get the event id).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from redis.exceptions import RedisError
-from rq import Queue
+from rq import Queue, Retry
 from sqlalchemy import JSON, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
@@ -26,6 +27,8 @@ from telerad.db import Base, BigId
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "telerad-events"
+#: A handler that fails is run again later; after the last try the job stays in rq's failed registry.
+HANDLER_RETRY = Retry(max=6, interval=[10, 30, 60, 300, 900, 3600])
 Handler = Callable[[int, str, dict[str, Any]], None]
 _handlers: dict[str, list[Handler]] = {}
 
@@ -68,7 +71,8 @@ def relay(sessions: sessionmaker, queue: Queue, batch: int = 200) -> int:
         for event in pending:
             try:
                 queue.enqueue(
-                    dispatch, event.id, event.topic, event.payload, job_id=f"event-{event.id}", result_ttl=3600
+                    dispatch, event.id, event.topic, event.payload,
+                    job_id=f"event-{event.id}", result_ttl=3600, failure_ttl=30 * 86400, retry=HANDLER_RETRY,
                 )
             except RedisError as exc:
                 log.warning("job queue unavailable, %d event(s) wait in the outbox: %s", len(pending) - sent, exc)

@@ -9,13 +9,17 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
 from pacs_node.node import Receiver, start_receiver
+from telerad import broker, clock
+from telerad import users
 from telerad.config import Config, load_config
 from telerad.db import make_engine, make_session_factory
 from telerad.provisioning import prepare
@@ -24,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("TELERAD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_SERVER_URL = os.environ.get("TELERAD_TEST_REDIS", "redis://127.0.0.1:6379/15")
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
 def require(reason: str) -> None:
@@ -54,6 +59,68 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.fixture
+def at() -> Iterator[list[datetime]]:
+    """The injected clock, starting at ``START``: set ``at[0]`` to move time."""
+    now = [START]
+    clock.set_source(lambda: now[0])
+    yield now
+    clock.set_source(None)
+
+
+class RedisServer:
+    """A real Redis server process of our own (embedded binary or Debian's redis-server)."""
+
+    def __init__(self, kind: str, folder: Path) -> None:
+        self.kind, self.folder = kind, folder
+        self.embedded = broker.EmbeddedRedis(folder) if kind == "embedded" else None
+        self.port = free_port()
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.embedded.url if self.embedded else f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        if self.embedded:
+            self.embedded.start()
+            return
+        binary = shutil.which("redis-server") or require("redis-server is not installed")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes", "--save", ""],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for line in self.process.stdout:  # type: ignore[union-attr]
+            if "Ready to accept connections" in line:
+                return
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.embedded:
+            self.embedded.stop()
+        elif self.process:
+            self.process.terminate()
+            self.process.communicate(timeout=10)
+
+
+@pytest.fixture(params=["embedded", "redis-server"])
+def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of our own, stopped (and restartable) at will."""
+    server = RedisServer(request.param, tmp_path / "redis")
+    server.folder.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 at its cheapest: each fresh database's demo users are ready fast (the hash is the same kind)."""
+    monkeypatch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
 
 
 @pytest.fixture

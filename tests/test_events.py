@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Iterator
-from datetime import datetime, timedelta, UTC
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,85 +10,26 @@ from pydicom import dcmread
 from rq import SimpleWorker
 from sqlalchemy import select
 
-from conftest import REDIS_SERVER_URL, free_port, require
+from conftest import REDIS_SERVER_URL, START, RedisServer, require
 from dicom_files import copy_with_new_uids, send
 from pacs_node.index import complete_stable_studies
 from pacs_node.node import Receiver, housekeep
-from telerad import broker, clock, events
+from telerad import broker, events
 from telerad.config import Config
 from telerad.events import OutboxEvent
 
-START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
-
 
 @pytest.fixture
-def at() -> Iterator[list[datetime]]:
-    """The injected clock: set ``at[0]`` to move time."""
-    now = [START]
-    clock.set_source(lambda: now[0])
-    yield now
-    clock.set_source(None)
-
-
-@pytest.fixture
-def handled() -> Iterator[list[tuple[int, str, dict]]]:
-    """Records every study event a worker handles."""
+def handled(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str, dict]]:
+    """Records every study event a worker handles (in place of the reading queue's handlers)."""
     calls: list[tuple[int, str, dict]] = []
 
     def record(event_id: int, topic: str, payload: dict) -> None:
         calls.append((event_id, topic, payload))
 
     for topic in ("study.complete", "study.updated"):
-        events.subscribe(topic)(record)
-    yield calls
-    for topic in ("study.complete", "study.updated"):
-        events._handlers[topic].remove(record)  # noqa: SLF001
-
-
-class RedisServer:
-    """A real Redis server process of our own (embedded binary or Debian's redis-server)."""
-
-    def __init__(self, kind: str, folder: Path) -> None:
-        self.kind, self.folder = kind, folder
-        self.embedded = broker.EmbeddedRedis(folder) if kind == "embedded" else None
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return self.embedded.url if self.embedded else f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        if self.embedded:
-            self.embedded.start()
-            return
-        binary = shutil.which("redis-server") or require("redis-server is not installed")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--save", ""],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for line in self.process.stdout:  # type: ignore[union-attr]
-            if "Ready to accept connections" in line:
-                return
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.embedded:
-            self.embedded.stop()
-        elif self.process:
-            self.process.terminate()
-            self.process.communicate(timeout=10)
-
-
-@pytest.fixture(params=["embedded", "redis-server"])
-def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(request.param, tmp_path / "redis")
-    server.folder.mkdir()
-    server.start()
-    yield server
-    server.stop()
+        monkeypatch.setitem(events._handlers, topic, [record])  # noqa: SLF001
+    return calls
 
 
 def _store_study(config: Config, data: Path, folder: Path) -> str:
