@@ -40,7 +40,7 @@ from reading_queue.signing import mark_signed
 from reading_queue.tasks import ReadingTask, TaskEvent, UrgencyMark
 from reading_queue.turnaround import Filters, figures
 from telerad import broker, clock, events
-from telerad.config import CentreConfig, Config
+from telerad.config import CentreConfig, Config, DutyConfig
 from telerad.db import make_engine, make_session_factory
 from telerad.events import OutboxEvent
 from telerad.sites import Site
@@ -810,3 +810,55 @@ def test_turnaround_figures_and_backlog_from_a_known_history(desk: Desk):
     assert numbers(site="VIL-ZHAOZHUANG")["signed"] == {
         "count": 0, "median_minutes": None, "p90_minutes": None, "within_deadline_share": None
     }
+
+
+# -- fixes found on review -----------------------------------------------------------------------------------
+
+
+def test_a_night_shift_across_midnight_counts_on_both_sides_of_it(desk: Desk):
+    desk.reconfigure(duty=(*desk.policy.duty[:1], DutyConfig(user="reader-ct2", days=("tue",), start="20:00", end="08:00")))
+    tuesday_2100 = datetime(2026, 12, 1, 13, 0, tzinfo=UTC)  # 21:00 in Shanghai
+    desk.shift("reader-ct", tuesday_2100 - HOUR, tuesday_2100 + 12 * HOUR, on_duty=False)
+    assert desk.assignee(desk.dx(done=tuesday_2100)) == "reader-ct2"
+    assert desk.assignee(desk.dx(done=tuesday_2100 + 9 * HOUR)) == "reader-ct2"  # 06:00 Wednesday, same shift
+    assert desk.assignee(desk.dx(done=tuesday_2100 + 11 * HOUR)) is None  # 08:00: the shift is over
+
+
+def test_a_provincial_study_is_read_by_the_province_consultant(desk: Desk):
+    task = desk.study(CT, "PROV_PACS")
+    assert desk.sites[task.centre_site_id] == "PROV" and task.kind == "read"
+    assert desk.timeline(task)[1] == ("offered", "system", {"users": ["consultant"], "mode": "pull"})
+    assert desk.holder(desk.claim(task, "consultant")) == "consultant"
+
+
+def test_reminders_reach_the_supervisor_when_no_reader_can_take_the_task(desk: Desk):
+    evening = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    desk.shift("reader-ct", evening - HOUR, evening + 30 * HOUR, on_duty=False)
+    task = desk.study(CT, "DG_CT", done=evening)
+    desk.sweep(evening + 13 * HOUR)  # past half of the 24 hours
+    assert desk.notices(task) == [("supervisor", "reminder")]
+
+
+def test_a_failing_event_handler_is_retried_by_the_worker(desk: Desk, redis_server: RedisServer):
+    calls: list[int] = []
+
+    def flaky(event_id: int, topic: str, payload: dict) -> None:
+        calls.append(event_id)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away for a moment")
+
+    events.subscribe("test.flaky")(flaky)
+    try:
+        with desk.sessions() as session, session.begin():
+            events.publish(session, "test.flaky", "k")
+        queue = broker.event_queue(broker.connect(redis_server.url))
+        events.relay(desk.sessions, queue)
+        worker = SimpleWorker([queue], connection=queue.connection)
+        worker.work(burst=True)
+        job = queue.fetch_job(f"event-{calls[0]}")
+        assert job.get_status() == "scheduled" and job.retries_left == events.HANDLER_RETRY.max - 1
+        queue.enqueue_job(job)  # what rq's scheduler does when the pause is over
+        worker.work(burst=True)
+        assert calls == [calls[0], calls[0]] and queue.fetch_job(f"event-{calls[0]}").get_status() == "finished"
+    finally:
+        events._handlers.pop("test.flaky")  # noqa: SLF001
