@@ -77,6 +77,15 @@ def sees_only_own_figures(user: User) -> bool:
     return user.role in ("reader", "consultant")
 
 
+def may_set_duty(session: Session, supervisor: User, reader: User) -> bool:
+    """Whether ``supervisor`` may change the roster of ``reader`` (a reader of their centre or below)."""
+    return (
+        supervisor.role in ("supervisor", "admin")
+        and reader.role in ("reader", "consultant")
+        and reader.site_id in subtree_ids(session, supervisor.site_id)
+    )
+
+
 def may_supervise(session: Session, user: User, task: ReadingTask) -> bool:
     """Whether ``user`` supervises the centre that reads ``task``."""
     return user.role in ("supervisor", "admin") and task.centre_site_id in subtree_ids(session, user.site_id)

@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,7 +26,8 @@ from werkzeug.exceptions import HTTPException
 
 from pacs_node.index import Patient, Study
 from reading_queue import claims
-from reading_queue.access import may_see_study, sees_only_own_figures, visible_tasks
+from reading_queue.access import may_see_study, may_set_duty, sees_only_own_figures, visible_tasks
+from reading_queue.assignment import DutyShift
 from reading_queue.claims import ClaimError
 from reading_queue.consult import ConsultError, answer_consult, request_consult
 from reading_queue.notify import Notification
@@ -148,6 +149,15 @@ def _body() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Problem(400, "the request body must be a JSON object")
     return body
+
+
+def _body_time(body: dict[str, Any], name: str) -> datetime:
+    """A date-time from the body; without an offset it is in the service's time zone."""
+    try:
+        value = datetime.fromisoformat(_text(body, name))
+    except ValueError:
+        raise _bad(name, "expected an ISO 8601 date-time, e.g. 2026-03-01T08:00:00+08:00") from None
+    return (value if value.tzinfo else value.replace(tzinfo=ZoneInfo(_policy().timezone))).astimezone(UTC)
 
 
 def _text(body: dict[str, Any], name: str) -> str:
@@ -419,6 +429,32 @@ def mark_urgency(study_uid: str) -> Response:
     return jsonify(body)
 
 
+@api.post("/duty")
+def set_duty() -> tuple[Response, int]:
+    """A supervisor puts a reader on (or off) duty for a period; it overrides the weekly roster."""
+    with _transaction() as (session, user):
+        body = _body()
+        reader = session.scalar(select(User).where(User.name == _text(body, "user")))
+        if reader is None:
+            raise _bad("user", f"no user named {body['user']!r}")
+        if not may_set_duty(session, user, reader):
+            raise Problem(403, "only a supervisor of the reader's centre changes the roster")
+        starts, ends = _body_time(body, "starts_at"), _body_time(body, "ends_at")
+        if ends <= starts:
+            raise _bad("ends_at", "must be after starts_at")
+        on_duty = body.get("on_duty")
+        if not isinstance(on_duty, bool):
+            raise _bad("on_duty", "expected true or false")
+        shift = DutyShift(user_id=reader.id, starts_at=starts, ends_at=ends, on_duty=on_duty, set_by=user.name)
+        session.add(shift)
+        session.flush()
+        audit.record(session, user.name, "duty.changed", "user", reader.name,
+                     starts_at=_iso(starts), ends_at=_iso(ends), on_duty=on_duty)
+        answer = {"id": shift.id, "user": reader.name, "starts_at": _iso(starts), "ends_at": _iso(ends),
+                  "on_duty": on_duty, "set_by": user.name}
+    return jsonify(answer), 201
+
+
 @api.get("/studies/<study_uid>")
 def study_status(study_uid: str) -> Response:
     """The study, its status, the tasks the caller may see and their timeline; the view is audited."""
@@ -600,6 +636,10 @@ OPENAPI: dict[str, Any] = {
             "markUrgency", "A station marks the urgency of its study", (200, "UrgencyMark"), (400, 403, 404),
             parameters=[_STUDY_UID], requestBody=_json_body("UrgencyRequest"),
         )},
+        "/duty": {"post": _operation(
+            "setDuty", "A supervisor puts a reader on or off duty for a period", (201, "DutyShift"), (400, 403),
+            requestBody=_json_body("DutyRequest"),
+        )},
         "/turnaround": {"get": _operation(
             "turnaround", "Turnaround and backlog figures over the tasks the caller may see", (200, "Turnaround"), (400, 403),
             parameters=[
@@ -698,6 +738,14 @@ OPENAPI: dict[str, Any] = {
                 marked_at=_TIME, task=_nullable(_ref("Task")),
             ),
             "ConsultRequest": _object(("question",), question={"type": "string", "minLength": 1}),
+            "DutyRequest": _object(
+                ("user", "starts_at", "ends_at", "on_duty"),
+                user=_STRING, starts_at=_TIME, ends_at=_TIME, on_duty={"type": "boolean"},
+            ),
+            "DutyShift": _object(
+                ("id", "user", "starts_at", "ends_at", "on_duty", "set_by"),
+                id=_INT, user=_STRING, starts_at=_TIME, ends_at=_TIME, on_duty={"type": "boolean"}, set_by=_STRING,
+            ),
             "ConsultAnswer": _object(
                 ("answer", "mode"), answer=_STRING, mode={"type": "string", "enum": list(ANSWER_MODES)},
             ),

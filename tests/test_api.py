@@ -397,6 +397,24 @@ def test_turnaround_figures_filters_and_visibility(alliance: Alliance, sessions:
     assert_problem(alliance.get("/turnaround", "supervisor", priority="soon"), 400, "priority")
 
 
+def test_a_supervisor_puts_a_reader_on_duty_and_the_next_study_goes_to_them(alliance: Alliance) -> None:
+    saturday = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)  # reader-ct2 works Monday to Friday
+    alliance.now = saturday
+    shift = {"user": "reader-ct2", "starts_at": "2026-11-28T08:00:00", "ends_at": "2026-11-28T20:00:00", "on_duty": True}
+    assert_problem(alliance.post("/duty", "reader-ct", shift), 403)
+    assert_problem(alliance.post("/duty", "supervisor", {**shift, "ends_at": "2026-11-28T07:00:00"}), 400)
+    assert_problem(alliance.post("/duty", "supervisor", {**shift, "user": "nobody"}), 400)
+    assert_problem(alliance.post("/duty", "supervisor", {**shift, "on_duty": "yes"}), 400)
+    busy = alliance.study(CT, "XH_DR", Modality="DX")  # reader-ct is the only DX reader on duty
+    assert busy.assignee_id is not None
+    created = alliance.post("/duty", "supervisor", shift)
+    assert created.status_code == 201 and created.json["set_by"] == "supervisor"
+    assert created.json["starts_at"] == "2026-11-28T00:00:00+00:00"  # 08:00 in Shanghai
+    called_in = alliance.study(CT, "XH_DR", Modality="DX")
+    with alliance.sessions() as session:
+        assert session.get(User, called_in.assignee_id).name == "reader-ct2"
+
+
 def test_openapi_document_is_valid_and_lists_every_endpoint(alliance: Alliance) -> None:
     response = alliance.client.get("/api/v1/openapi.json")
     assert response.status_code == 200
