@@ -14,6 +14,8 @@ from sqlalchemy.orm import sessionmaker
 
 from pacs_node.index import Instance, Study
 from reading_queue.api import api
+from reading_queue.tasks import ReadingTask, TaskState
+from telerad import clock
 from telerad.config import Config
 from telerad.db import make_engine, make_session_factory
 from telerad.events import OutboxEvent
@@ -59,6 +61,15 @@ class _ArchiveCollector(Collector):
                 select(func.count(Instance.id), func.coalesce(func.sum(Instance.size), 0))
             ).one()
             waiting = session.scalar(select(func.count()).where(OutboxEvent.sent_at.is_(None)))
+            running = (TaskState.OPEN, TaskState.CLAIMED)
+            tasks = session.execute(
+                select(ReadingTask.priority, ReadingTask.state, func.count())
+                .where(ReadingTask.state.in_(running))
+                .group_by(ReadingTask.priority, ReadingTask.state)
+            ).all()
+            overdue = session.scalar(
+                select(func.count()).where(ReadingTask.state.in_(running), ReadingTask.due_at < clock.now())
+            )
         by_state = GaugeMetricFamily("telerad_studies", "Studies in the archive index by state.", labels=["state"])
         for state, count in sorted(studies.items()):
             by_state.add_metric([state], count)
@@ -68,3 +79,10 @@ class _ArchiveCollector(Collector):
         yield GaugeMetricFamily(
             "telerad_outbox_waiting", "Events waiting to be handed to the job queue.", value=waiting or 0
         )
+        open_tasks = GaugeMetricFamily(
+            "telerad_open_tasks", "Reading tasks not yet signed, by priority and state.", labels=["priority", "state"]
+        )
+        for priority, state, count in tasks:
+            open_tasks.add_metric([priority, state], count)
+        yield open_tasks
+        yield GaugeMetricFamily("telerad_overdue_tasks", "Reading tasks past their deadline.", value=overdue or 0)

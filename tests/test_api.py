@@ -431,3 +431,14 @@ def test_openapi_document_is_valid_and_lists_every_endpoint(alliance: Alliance) 
     assert document["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http", "scheme": "bearer", "description": "An API token from `telerad token create NAME`."
     }
+
+
+def test_health_and_metrics_show_the_archive_and_the_queue(alliance: Alliance) -> None:
+    alliance.study(CT, "DG_CT")
+    assert alliance.client.get("/healthz").json == {"status": "ok", "database": "ok"}
+    alliance.advance(hours=25)  # a routine study is overdue after a day
+    metrics = alliance.client.get("/metrics").get_data(as_text=True)
+    assert "telerad_instances 1.0" in metrics
+    assert 'telerad_studies{state="complete"} 1.0' in metrics
+    assert 'telerad_open_tasks{priority="ROUTINE",state="open"} 1.0' in metrics
+    assert "telerad_overdue_tasks 1.0" in metrics
