@@ -41,19 +41,29 @@ def mode_of(policy: ReadingSection, centre_code: str) -> str:
     return next((centre.mode for centre in policy.centres if centre.site == centre_code), "pull")
 
 
-def on_duty(session: Session, policy: ReadingSection, user: User, at: datetime) -> bool:
-    """Whether ``user`` is on duty at ``at``: a supervisor's shift wins over the weekly roster.
+def on_duty(session: Session, policy: ReadingSection, users: list[User], at: datetime) -> set[int]:
+    """The ids of ``users`` on duty at ``at``: a supervisor's shift wins over the weekly roster.
 
-    A reader with no weekly roster at all is taken as always on duty.
+    A reader with no weekly roster at all is taken as always on duty. One query for all of them.
     """
-    override = session.scalar(
-        select(DutyShift.on_duty)
-        .where(DutyShift.user_id == user.id, DutyShift.starts_at <= at, DutyShift.ends_at > at)
-        .order_by(DutyShift.id.desc())
-    )
-    if override is not None:
-        return override
-    shifts = [shift for shift in policy.duty if shift.user == user.name]
+    overrides: dict[int, bool] = {}
+    if users:
+        rows = session.execute(
+            select(DutyShift.user_id, DutyShift.on_duty)
+            .where(DutyShift.user_id.in_([user.id for user in users]), DutyShift.starts_at <= at, DutyShift.ends_at > at)
+            .order_by(DutyShift.id)
+        ).all()
+        overrides = {user_id: flag for user_id, flag in rows}  # the latest shift wins
+    return {
+        user.id
+        for user in users
+        if overrides.get(user.id, _rostered(policy, user.name, at))
+    }
+
+
+def _rostered(policy: ReadingSection, name: str, at: datetime) -> bool:
+    """Whether the weekly roster has ``name`` on duty at ``at`` (always, if the roster never names them)."""
+    shifts = [shift for shift in policy.duty if shift.user == name]
     if not shifts:
         return True
     local = at.astimezone(ZoneInfo(policy.timezone))
@@ -82,7 +92,9 @@ def qualified(session: Session, task: ReadingTask) -> list[User]:
 
 def eligible(session: Session, policy: ReadingSection, task: ReadingTask, at: datetime) -> list[User]:
     """Qualified readers on duty, with experts set aside for work the routing rules call simple."""
-    readers = [user for user in qualified(session, task) if on_duty(session, policy, user, at)]
+    candidates = qualified(session, task)
+    present = on_duty(session, policy, candidates, at)
+    readers = [user for user in candidates if user.id in present]
     for rule in policy.routing:
         if rule.modality in (None, task.modality) and rule.priority in (None, task.priority):
             general = [user for user in readers if not user.expert]
@@ -92,23 +104,23 @@ def eligible(session: Session, policy: ReadingSection, task: ReadingTask, at: da
     return readers
 
 
-def weighted_load(session: Session, user_ids: list[int], at: datetime) -> dict[int, float]:
-    """Each reader's open work: one per task, more for tasks due within 4 hours and more again within 1."""
+def weighted_load(session: Session, user_ids: list[int], at: datetime) -> dict[int, tuple[float, int]]:
+    """Each reader's open work as (weight, count): one per task, 2 if due within 4 hours, 4 within 1."""
     if not user_ids:
         return {}
-    holder = func.coalesce(ReadingTask.holder_id, ReadingTask.assignee_id)
+    owner = func.coalesce(ReadingTask.holder_id, ReadingTask.assignee_id)
     weight = case(
         (ReadingTask.due_at <= at + timedelta(hours=1), 4.0),
         (ReadingTask.due_at <= at + timedelta(hours=4), 2.0),
         else_=1.0,
     )
     rows = session.execute(
-        select(holder, func.sum(weight))
-        .where(ReadingTask.state.in_((TaskState.OPEN, TaskState.CLAIMED)), holder.in_(user_ids))
-        .group_by(holder)
+        select(owner, func.sum(weight), func.count())
+        .where(owner.in_(user_ids), ReadingTask.state.in_((TaskState.OPEN, TaskState.CLAIMED)))
+        .group_by(owner)
     ).all()
-    load = dict.fromkeys(user_ids, 0.0)
-    load.update({user_id: float(total) for user_id, total in rows})
+    load = dict.fromkeys(user_ids, (0.0, 0))
+    load.update({user_id: (float(total), count) for user_id, total, count in rows})
     return load
 
 
@@ -116,15 +128,7 @@ def pick(session: Session, policy: ReadingSection, task: ReadingTask, at: dateti
     """The eligible reader with the least weighted work (ties: fewest tasks, then name)."""
     readers = eligible(session, policy, task, at)
     load = weighted_load(session, [user.id for user in readers], at)
-    holder = func.coalesce(ReadingTask.holder_id, ReadingTask.assignee_id)
-    count = dict(
-        session.execute(
-            select(holder, func.count())
-            .where(ReadingTask.state.in_((TaskState.OPEN, TaskState.CLAIMED)), holder.in_([user.id for user in readers]))
-            .group_by(holder)
-        ).all()
-    )
-    return min(readers, key=lambda user: (load[user.id], count.get(user.id, 0), user.name), default=None)
+    return min(readers, key=lambda user: (*load[user.id], user.name), default=None)
 
 
 def route(session: Session, policy: ReadingSection, task: ReadingTask, centre_code: str, at: datetime) -> None:

@@ -15,7 +15,7 @@ import urllib.request
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, ForeignKey, String, select
+from sqlalchemy import JSON, ForeignKey, String, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from reading_queue.tasks import ReadingTask
@@ -65,9 +65,12 @@ class InAppNotifier:
     """Notices shown in the worklist of each user."""
 
     def notify(self, session: Session, users: list[User], task: ReadingTask, kind: str, message: str, at: datetime) -> None:
-        """Add one notification per user."""
-        for user in users:
-            session.add(Notification(user_id=user.id, task_id=task.id, kind=kind, message=message, created_at=at))
+        """Add one notification per user (one statement for all of them)."""
+        if users:
+            session.execute(
+                insert(Notification),
+                [{"user_id": u.id, "task_id": task.id, "kind": kind, "message": message, "created_at": at} for u in users],
+            )
 
 
 class WebhookNotifier:

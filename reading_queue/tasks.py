@@ -12,7 +12,7 @@ import enum
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, select
+from sqlalchemy import JSON, ForeignKey, Index, String, func, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from pacs_node.index import Study
@@ -42,6 +42,8 @@ class ReadingTask(Base):
     __table_args__ = (
         Index("ix_reading_tasks_centre_state_due", "centre_site_id", "state", "due_at"),
         Index("ix_reading_tasks_state_due", "state", "due_at"),
+        # Each reader's open work (assignment's weighted load): the holder, else the assignee.
+        Index("ix_reading_tasks_owner_state_due", func.coalesce(text("holder_id"), text("assignee_id")), "state", "due_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -2,7 +2,8 @@
 
 Completion to signed report for every task signed in the period (the signing
 event's time against the study's completion), the share signed within the
-deadline, and the backlog of open work by time left.
+deadline, and the backlog of open work by time left (counted in SQL). For a
+reader, the backlog is what they hold or were assigned.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from reading_queue.tasks import ReadingTask, TaskEvent, TaskState
 from telerad.sites import Site
+from telerad.users import User
 
 BACKLOG_BUCKETS = (("overdue", timedelta(0)), ("under_1h", timedelta(hours=1)), ("under_4h", timedelta(hours=4)),
                    ("under_24h", timedelta(hours=24)))
@@ -72,18 +74,15 @@ def figures(session: Session, filters: Filters, visible: Any, at: datetime) -> d
     rows = session.execute(signed).all()
     minutes = [(row.at - row.opened_at).total_seconds() / 60 for row in rows]
     within = sum(1 for row in rows if row.at <= row.due_at)
-    open_query = _filtered(select(ReadingTask.id, ReadingTask.due_at), filters, visible).where(
+    bucket = case(*((ReadingTask.due_at < at + limit, name) for name, limit in BACKLOG_BUCKETS), else_="later")
+    open_query = _filtered(select(bucket, func.count()), filters, visible).where(
         ReadingTask.state.in_((TaskState.OPEN, TaskState.CLAIMED))
     )
-    if filters.reader:
-        open_query = open_query.join(
-            TaskEvent, (TaskEvent.task_id == ReadingTask.id) & (TaskEvent.kind == "claimed")
-        ).where(TaskEvent.actor == filters.reader)
+    if filters.reader:  # what the reader holds, or was given and has not yet claimed
+        owner = func.coalesce(ReadingTask.holder_id, ReadingTask.assignee_id)
+        open_query = open_query.join(User, User.id == owner).where(User.name == filters.reader)
     backlog = dict.fromkeys([name for name, _ in BACKLOG_BUCKETS] + ["later"], 0)
-    for _, due_at in session.execute(open_query.distinct()).all():
-        left = due_at - at
-        name = next((name for name, limit in BACKLOG_BUCKETS if left < limit), "later")
-        backlog[name] += 1
+    backlog.update(dict(session.execute(open_query.group_by(bucket)).all()))
     return {
         "filters": {key: (value.isoformat() if isinstance(value, datetime) else value) for key, value in asdict(filters).items()},
         "signed": {
