@@ -13,13 +13,13 @@ from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
+from redis import Redis
 from argon2 import PasswordHasher
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import sessionmaker
 
 from pacs_node.node import Receiver, start_receiver
-from telerad import broker, clock
-from telerad import users
+from telerad import broker, clock, users
 from telerad.config import Config, load_config
 from telerad.db import make_engine, make_session_factory
 from telerad.provisioning import prepare
@@ -206,3 +206,16 @@ def echo(port: int, calling_ae: str = "DG_CT") -> bool:
     return subprocess.run(
         [tool("echoscu"), "-aet", calling_ae, "-aec", "TELERAD", "127.0.0.1", str(port)], capture_output=True
     ).returncode == 0
+
+
+@pytest.fixture
+def redis_localhost() -> Iterator[Redis]:
+    """The Redis server at 127.0.0.1:6379 (a database of its own, emptied before and after)."""
+    connection = broker.connect(REDIS_SERVER_URL)
+    try:
+        connection.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means the server is not usable
+        require(f"Redis at {REDIS_SERVER_URL} is not available: {exc}")
+    connection.flushdb()
+    yield connection
+    connection.flushdb()

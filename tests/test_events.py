@@ -10,7 +10,7 @@ from pydicom import dcmread
 from rq import SimpleWorker
 from sqlalchemy import select
 
-from conftest import REDIS_SERVER_URL, START, RedisServer, require
+from conftest import START, RedisServer
 from dicom_files import copy_with_new_uids, send
 from pacs_node.index import complete_stable_studies
 from pacs_node.node import Receiver, housekeep
@@ -93,13 +93,10 @@ def test_events_reach_the_worker_once_across_a_redis_outage(
     assert first != second
 
 
-def test_relay_to_the_redis_server_on_localhost(node: Receiver, config: Config, sessions, data: Path, tmp_path: Path, at, handled):
-    connection = broker.connect(REDIS_SERVER_URL)
-    try:
-        connection.ping()
-    except Exception as exc:  # noqa: BLE001
-        require(f"Redis at {REDIS_SERVER_URL} is not available: {exc}")
-    connection.flushdb()
+def test_relay_to_the_redis_server_on_localhost(
+    node: Receiver, config: Config, sessions, data: Path, tmp_path: Path, at, handled, redis_localhost
+):
+    connection = redis_localhost
     queue = broker.event_queue(connection)
     _store_study(config, data, tmp_path)
     at[0] = START + timedelta(seconds=61)
@@ -107,4 +104,3 @@ def test_relay_to_the_redis_server_on_localhost(node: Receiver, config: Config, 
     assert queue.count == 1
     SimpleWorker([queue], connection=connection).work(burst=True)
     assert [topic for _, topic, _ in handled] == ["study.complete"]
-    connection.flushdb()

@@ -25,7 +25,7 @@ from rq.queue import Queue
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
-from conftest import REDIS_SERVER_URL, RedisServer, free_port, require
+from conftest import RedisServer, free_port
 from dicom_files import copy_with_new_uids
 from pacs_node.archive import Archive
 from pacs_node.index import complete_stable_studies
@@ -743,17 +743,8 @@ def test_a_completed_study_becomes_one_task_through_the_outbox_and_the_worker(de
     _completion_to_task(desk, queue, redis_server)
 
 
-def test_a_completed_study_becomes_one_task_through_the_redis_server_on_localhost(desk: Desk):
-    connection = broker.connect(REDIS_SERVER_URL)
-    try:
-        connection.ping()
-    except Exception as exc:  # noqa: BLE001
-        require(f"Redis at {REDIS_SERVER_URL} is not available: {exc}")
-    connection.flushdb()
-    try:
-        _completion_to_task(desk, broker.event_queue(connection), None)
-    finally:
-        connection.flushdb()
+def test_a_completed_study_becomes_one_task_through_the_redis_server_on_localhost(desk: Desk, redis_localhost):
+    _completion_to_task(desk, broker.event_queue(redis_localhost), None)
 
 
 # -- turnaround -----------------------------------------------------------------------------------------------
