@@ -213,6 +213,7 @@ def instances_to_retrieve(session: Session, request: Request) -> list[Row[Any]]:
     """The instances a retrieve request selects among those the calling site may see."""
     statement = select(
         Study.study_uid,
+        Study.site_id,
         Instance.sop_instance_uid,
         Instance.sop_class_uid,
         Instance.transfer_syntax,

@@ -32,7 +32,7 @@ from pacs_node.query import instances_to_retrieve, read_request
 from pacs_node.scp import failure
 from pacs_node.storage import FileStorage
 from telerad import audit
-from telerad.sites import Site
+from telerad.sites import Site, subtree_ids
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +84,25 @@ def handle_move(event: Event, archive: Archive, sender: Sender | None) -> Iterat
     """C-MOVE SCP (PS3.4 C.4.2.3.1): the destination, the number of sub-operations, then each instance.
 
     The Move Destination must be the return AE title of a registered site;
-    otherwise pynetdicom answers 0xA801 (Move Destination Unknown).
+    otherwise pynetdicom answers 0xA801 (Move Destination Unknown). A study
+    goes only to a site that may see it itself (the site that sent it, or one
+    above it in the alliance tree): a county cannot move one village's images
+    to another village.
     """
     with archive.sessions() as session:
         destination = session.execute(
-            select(Site.return_host, Site.return_port).where(Site.return_ae_title == event.move_destination)
+            select(Site.id, Site.return_host, Site.return_port).where(Site.return_ae_title == event.move_destination)
         ).first()
+        receivable = subtree_ids(session, destination.id) if destination is not None else set()
     if destination is None or not destination.return_host or not destination.return_port:
         yield None, None
         return
     address = (destination.return_host, destination.return_port)
     try:
         instances = _select(event, archive, sender, str(event.move_destination))
+        foreign = sorted({row.study_uid for row in instances if row.site_id not in receivable})
+        if foreign:
+            raise Refused(0xC001, f"{event.move_destination} may not receive study {foreign[0]}")
     except Refused as refused:
         log.warning("C-MOVE from %s refused: %s", event.assoc.requestor.ae_title, refused)
         # pynetdicom reports a failure only once associated with the destination.

@@ -30,7 +30,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
 from conftest import free_port, tool
@@ -231,6 +231,12 @@ def test_move_sends_the_stored_bytes_to_a_registered_destination(
     assert (final.Status, final.NumberOfCompletedSuboperations) == (0x0000, 0)
     final = move(stored, "CNTY_PACS", "CNTY_PACS", "")[-1]
     assert final.Status == 0xA900 and "needs StudyInstanceUID" in final.ErrorComment
+    with stored.sessions() as session, session.begin():  # Zhaozhuang's report receiver, listening here too
+        session.execute(update(Site).where(Site.code == "VIL-ZHAOZHUANG").values(
+            return_host="127.0.0.1", return_port=session.scalar(select(Site.return_port).where(Site.code == "CNTY"))
+        ))
+    final = move(stored, "CNTY_PACS", "ZZ_RPT", CT_STUDY)[-1]  # the county may not hand DG_CT's images to Zhaozhuang
+    assert final.Status == 0xC001 and "ZZ_RPT may not receive study" in final.ErrorComment
     assert len(list(destination.iterdir())) == len(originals)
 
 
