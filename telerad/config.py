@@ -33,6 +33,7 @@ class ServiceSection(_Section):
 
     data_dir: Path = Path("var")
     language: Literal["zh", "en"] = "zh"
+    load_samples: bool = False
 
 
 class DatabaseSection(_Section):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from pacs_node.samples import load_samples
 from telerad.broker import EmbeddedRedis
 from telerad.config import Config
 from telerad.db import make_engine, make_session_factory
@@ -29,7 +30,9 @@ PARTS = ("dicom", "worker", "web")
 def serve_all(config: Config, config_path: Path, stop: threading.Event) -> None:
     """Prepare the installation, start every part and watch them until ``stop`` is set."""
     engine = make_engine(config.database_url)
-    created = prepare(config, make_session_factory(engine))
+    sessions = make_session_factory(engine)
+    created = prepare(config, sessions)
+    samples = load_samples(config, sessions) if config.service.load_samples else 0
     engine.dispose()
     embedded = None
     redis_url = config.redis.url
@@ -46,6 +49,8 @@ def serve_all(config: Config, config_path: Path, stop: threading.Event) -> None:
         click.echo(f"  demo users created (also in {config.data_dir / 'demo-passwords.txt'}):")
         for name, password in created.items():
             click.echo(f"    {name:<12} {password}")
+    if samples:
+        click.echo(f"  sample studies loaded: {samples} (CT, 12-lead ECG, chest X-ray from the demo stations)")
     click.echo("Press Ctrl+C to stop.")
     try:
         while not stop.wait(1.0):

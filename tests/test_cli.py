@@ -17,6 +17,10 @@ from sqlalchemy import select
 from conftest import ROOT, echo, free_port, wait_for
 from telerad.cli import main
 from telerad.config import ConfigError, load_config
+from pacs_node.index import Study
+from telerad.db import make_engine, make_session_factory
+from telerad.provisioning import prepare
+from telerad.sites import Site
 from telerad.users import User, user_for_token
 
 
@@ -73,9 +77,6 @@ def test_environment_overrides_every_key():
 def test_user_add_and_token_create(config_file: Path, database_url: str):
     assert _run(config_file, "db", "upgrade").exit_code == 0
     # Sites come from the configuration at start-up; the CLI's own setup path syncs them too.
-    from telerad.db import make_engine, make_session_factory
-    from telerad.provisioning import prepare
-
     config = load_config(config_file, {})
     sessions = make_session_factory(make_engine(config.database_url))
     prepare(config, sessions)
@@ -123,7 +124,7 @@ def _healthy(port: int) -> bool:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_serve_runs_everything_on_embedded_defaults(config_file: Path, tmp_path: Path):
+def test_serve_runs_everything_on_embedded_defaults(config_file: Path, tmp_path: Path, database_url: str):
     dicom_port, web_port = free_port(), free_port()
     environment = {**os.environ, "TELERAD_DICOM_PORT": str(dicom_port), "TELERAD_WEB_PORT": str(web_port),
                    "TELERAD_DICOM_HOST": "127.0.0.1", "TELERAD_REDIS_URL": ""}
@@ -140,9 +141,13 @@ def test_serve_runs_everything_on_embedded_defaults(config_file: Path, tmp_path:
         text = "".join(printed)
         assert f"TELERAD@127.0.0.1:{dicom_port}" in text and f"http://127.0.0.1:{web_port}/" in text
         assert "embedded Redis" in text and "reader-ct" in text
+        assert "sample studies loaded: 3" in text
         assert (tmp_path / "var/demo-passwords.txt").stat().st_mode & 0o077 == 0
         wait_for(lambda: echo(dicom_port), serve, "the DICOM node answering")
         wait_for(lambda: _healthy(web_port), serve, "the web application answering")
+        with make_session_factory(make_engine(database_url))() as session:
+            sent = dict(session.execute(select(Study.modalities, Site.code).join(Site, Site.id == Study.site_id)).all())
+        assert sent == {"CT": "TS-DONGGUAN", "ECG": "VIL-LIJIA", "CR": "VIL-ZHAOZHUANG"}
     finally:
         serve.terminate()
         serve.wait(30)
