@@ -27,7 +27,7 @@ Orthanc with a throw-away JSON configuration.
 
 Run from the repository root::
 
-    .venv/bin/python bench/ingest.py [--runs 3] [--instances 300] [--workers-parallel 4]
+    .venv/bin/python -m bench.ingest [--runs 3] [--instances 300] [--workers-parallel 4]
 
 It needs dcmtk (``storescu``, ``echoscu``) and Orthanc, and the real data at
 ``../shared/data`` beside the checkout or at ``TELERAD_TEST_DATA``.

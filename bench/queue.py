@@ -35,7 +35,7 @@ top functions per operation.
 
 Run from the repository root::
 
-    .venv/bin/python bench/queue.py [--backend sqlite|postgresql|both] [--tasks 100000]
+    .venv/bin/python -m bench.queue [--backend sqlite|postgresql|both] [--tasks 100000]
 
 PostgreSQL is reached through ``--postgres-url`` (default: ``TELERAD_TEST_POSTGRES``
 or ``postgresql+psycopg://postgres@127.0.0.1:5432/test``), where a throw-away
@@ -43,12 +43,6 @@ database is created and dropped at the end; SQLite lives in a temporary folder.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file is named like the standard library's ``queue``: keep its folder off the import path.
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import cProfile
@@ -59,12 +53,14 @@ import pstats
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
