@@ -71,6 +71,7 @@ from pacs_node.index import Patient, Study, StudyState
 from reading_queue.assignment import DutyShift, pick
 from reading_queue.notify import InAppNotifier
 from reading_queue.sla import sweep
+from reading_queue.turnaround import percentile
 from reading_queue.tasks import ReadingTask, TaskEvent, TaskState, due, milestones, next_milestone
 from telerad import clock
 from telerad.config import Config, ReadingSection
@@ -458,15 +459,6 @@ def run_backend(backend: str, args: argparse.Namespace, meter: Meter) -> dict[st
 
 
 # --- report ---------------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], share: float) -> float:
-    """Linear-interpolated percentile of ``values``."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * share
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def cell(samples: Samples | None, single: bool) -> str:

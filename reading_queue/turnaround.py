@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Select, case, func, select
@@ -47,7 +48,7 @@ def _filtered(query: Select, filters: Filters, visible: Any) -> Select:
     return query
 
 
-def _percentile(values: list[float], share: float) -> float:
+def percentile(values: Sequence[float], share: float) -> float:
     """Linear-interpolated percentile (the ``inclusive`` method), e.g. ``share=0.9``."""
     ordered = sorted(values)
     position = (len(ordered) - 1) * share
@@ -88,7 +89,7 @@ def figures(session: Session, filters: Filters, visible: Any, at: datetime) -> d
         "signed": {
             "count": len(minutes),
             "median_minutes": round(statistics.median(minutes), 2) if minutes else None,
-            "p90_minutes": round(_percentile(minutes, 0.9), 2) if minutes else None,
+            "p90_minutes": round(percentile(minutes, 0.9), 2) if minutes else None,
             "within_deadline_share": round(within / len(rows), 4) if rows else None,
         },
         "backlog": backlog,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from pynetdicom.sop_class import (
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
-from conftest import free_port, tool
+from conftest import free_port, tool, wait_for
 from pacs_node.node import Receiver
 from telerad.sites import Site
 
@@ -167,17 +166,13 @@ def test_find_matching_and_chinese_names(stored: Receiver, tmp_path: Path) -> No
     assert study_uids(stored, tmp_path, county, "ModalitiesInStudy=MR\\CT") == {CT_STUDY}
 
 
-def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Return once ``process`` accepts connections on ``port``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port}")
+def listening(port: int) -> bool:
+    """Whether something accepts TCP connections on ``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 @pytest.fixture
@@ -192,7 +187,7 @@ def destination(tmp_path: Path, sessions: sessionmaker) -> Iterator[Path]:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        wait_listening(port, scp)
+        wait_for(lambda: listening(port), scp, "storescp listening")
         yield out
     finally:
         scp.terminate()
