@@ -167,7 +167,8 @@ def create_read_task(session: Session, policy: ReadingSection, study_uid: str, a
     existing = session.scalar(select(ReadingTask).where(ReadingTask.dedupe_key == f"read:{study_uid}"))
     if existing is not None:
         return existing
-    study = session.scalar(select(Study).where(Study.study_uid == study_uid))
+    # Locked like a station's urgency mark locks it, so a mark made meanwhile is never missed.
+    study = session.scalar(select(Study).where(Study.study_uid == study_uid).with_for_update())
     if study is None:
         return None
     modality = primary_modality(study.modalities)
