@@ -6,5 +6,5 @@ qualified readers on duty (``assignment``), lets one reader hold it at a time
 (``claims``), reminds and escalates on the service-level clock (``sla``,
 ``notify``), asks the province for consults (``consult``), and reports
 turnaround from the tasks' timelines (``turnaround``). Who may see and do what
-is decided in ``access``; the JSON API is ``api``.
+is decided in ``access``; the JSON API is ``api``, described by ``openapi``.
 """

@@ -5,7 +5,7 @@ Every request runs in one database transaction as the caller
 :mod:`reading_queue.access` (directly, or through :mod:`reading_queue.claims`
 and :mod:`reading_queue.consult`). Errors are RFC 9457 problem details
 (``application/problem+json``), never HTML. The endpoints are described by
-``/api/v1/openapi.json`` (OpenAPI 3.1), built here as :data:`OPENAPI`.
+``/api/v1/openapi.json`` (OpenAPI 3.1, :mod:`reading_queue.openapi`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from reading_queue import claims
 from reading_queue.access import may_see_study, may_set_duty, sees_only_own_figures, visible_tasks
 from reading_queue.assignment import DutyShift
 from reading_queue.claims import ClaimError
-from reading_queue.consult import ConsultError, answer_consult, request_consult
+from reading_queue.consult import ANSWER_MODES, ConsultError, answer_consult, request_consult
 from reading_queue.notify import Notification
+from reading_queue.openapi import OPENAPI
 from reading_queue.tasks import (
-    IMAGING_MODALITIES, PRIORITIES, ReadingTask, TaskEvent, TaskState, UrgencyMark, due, next_milestone, record,
+    MODALITIES, PRIORITIES, STUDY_STATUS, ReadingTask, TaskEvent, TaskState, UrgencyMark, due, next_milestone, record,
 )
 from reading_queue.turnaround import Filters, figures
 from telerad import audit, clock
@@ -44,11 +45,7 @@ log = logging.getLogger(__name__)
 
 api = Blueprint("reading_queue", __name__, url_prefix="/api/v1")
 
-MODALITIES = (*IMAGING_MODALITIES, "ECG")
 RUNNING = (TaskState.OPEN, TaskState.CLAIMED)
-STUDY_STATUS = {None: "received", TaskState.OPEN.value: "waiting", TaskState.CLAIMED.value: "being_read",
-                TaskState.SIGNED.value: "reported", TaskState.CANCELLED.value: "cancelled"}
-ANSWER_MODES = ("co-sign", "addendum")
 NOTIFICATIONS_SHOWN = 50
 
 _holder = aliased(User, name="holder")
@@ -540,227 +537,3 @@ def _on_routing(exc: HTTPException) -> Response | HTTPException:
 def _on_unexpected(exc: Exception) -> Response:
     log.exception("unexpected error in %s %s", request.method, request.path)
     return _problem(500, "an unexpected error occurred; it was logged")
-
-
-# --- OpenAPI 3.1 ---------------------------------------------------------------------------------
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"oneOf": [schema, {"type": "null"}]}
-
-
-def _object(required: Sequence[str] = (), **properties: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "required": list(required), "properties": properties}
-
-
-def _query(name: str, description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema, **extra}
-
-
-def _problem_name(status: int) -> str:
-    """The component name of a problem response, e.g. ``NotFound``."""
-    return HTTPStatus(status).phrase.title().replace(" ", "")
-
-
-def _operation(
-    operation_id: str, summary: str, ok: tuple[int, str], errors: Sequence[int], **extra: Any
-) -> dict[str, Any]:
-    """An authenticated operation answering ``ok`` (status, schema name) as JSON, and problem details for ``errors``."""
-    status, schema = ok
-    responses = {str(status): {"description": HTTPStatus(status).phrase,
-                               "content": {"application/json": {"schema": _ref(schema)}}}}
-    responses |= {str(code): {"$ref": f"#/components/responses/{_problem_name(code)}"} for code in (401, *errors)}
-    return {"operationId": operation_id, "summary": summary, "responses": responses, **extra}
-
-
-def _json_body(schema: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
-
-
-_STRING, _TIME, _INT = {"type": "string"}, {"type": "string", "format": "date-time"}, {"type": "integer"}
-_SITE = _object(("code", "name", "name_en"), code=_STRING, name=_STRING, name_en=_STRING)
-_TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": _INT}
-_STUDY_UID = {"name": "study_uid", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
-_FILTERS = [
-    _query("site", "Code of the sending site.", _STRING),
-    _query("modality", "Modality read.", {"type": "string", "enum": list(MODALITIES)}),
-    _query("priority", "Priority.", {"type": "string", "enum": list(PRIORITIES)}),
-]
-_PROBLEM_CODES = (400, 401, 403, 404, 409)
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "Telerad reading queue API",
-        "version": "1",
-        "description": "Worklist, claims, consults, urgency, study status and turnaround. Errors are RFC 9457 "
-                       "problem details. Times are ISO 8601 in UTC.",
-    },
-    "servers": [{"url": "/api/v1"}],
-    "security": [{"bearerAuth": []}],
-    "paths": {
-        "/worklist": {"get": _operation(
-            "worklist", "The caller's tasks by deadline, with their unread notifications", (200, "Worklist"), (400,),
-            parameters=[
-                _query("state", "Comma-separated task states (default open,claimed).",
-                       {"type": "array", "items": {"type": "string", "enum": [s.value for s in TaskState]}},
-                       style="form", explode=False),
-                *_FILTERS,
-                _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}),
-                _query("offset", "Tasks to skip.", {"type": "integer", "minimum": 0, "default": 0}),
-            ],
-        )},
-        "/tasks/{task_id}/claim": {"post": _operation(
-            "claimTask", "Claim a task, or renew the lease of a task the caller holds", (200, "Task"), (403, 404, 409),
-            parameters=[_TASK_ID],
-        )},
-        "/tasks/{task_id}/release": {"post": _operation(
-            "releaseTask", "Give a held task back to the worklist", (200, "Task"), (404, 409), parameters=[_TASK_ID],
-        )},
-        "/tasks/{task_id}/consult": {"post": _operation(
-            "askConsult", "Ask the province for a consult on a held reading task", (201, "Task"), (400, 404, 409),
-            parameters=[_TASK_ID], requestBody=_json_body("ConsultRequest"),
-        )},
-        "/tasks/{task_id}/answer": {"post": _operation(
-            "answerConsult", "Answer a held consult", (200, "Task"), (400, 404, 409),
-            parameters=[_TASK_ID], requestBody=_json_body("ConsultAnswer"),
-        )},
-        "/studies/{study_uid}": {"get": _operation(
-            "studyStatus", "A study's status, tasks and timeline", (200, "StudyStatus"), (404,), parameters=[_STUDY_UID],
-        )},
-        "/studies/{study_uid}/urgency": {"post": _operation(
-            "markUrgency", "A station marks the urgency of its study", (200, "UrgencyMark"), (400, 403, 404),
-            parameters=[_STUDY_UID], requestBody=_json_body("UrgencyRequest"),
-        )},
-        "/duty": {"post": _operation(
-            "setDuty", "A supervisor puts a reader on or off duty for a period", (201, "DutyShift"), (400, 403),
-            requestBody=_json_body("DutyRequest"),
-        )},
-        "/turnaround": {"get": _operation(
-            "turnaround", "Turnaround and backlog figures over the tasks the caller may see", (200, "Turnaround"), (400, 403),
-            parameters=[
-                *_FILTERS,
-                _query("reader", "User name of the signing reader (readers: only their own).", _STRING),
-                _query("since", "Signed at or after (ISO 8601 date or date-time; without an offset, in the "
-                       "service's time zone).", _STRING),
-                _query("until", "Signed before (as since).", _STRING),
-            ],
-        )},
-        "/openapi.json": {"get": {
-            "operationId": "openapi", "summary": "This document", "security": [],
-            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}},
-        }},
-    },
-    "components": {
-        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
-                                           "description": "An API token from `telerad token create NAME`."}},
-        "responses": {
-            _problem_name(code): {
-                "description": HTTPStatus(code).phrase,
-                "content": {"application/problem+json": {"schema": _ref("Problem")}},
-            }
-            for code in _PROBLEM_CODES
-        },
-        "schemas": {
-            "Problem": _object(
-                ("type", "title", "status"), type={"type": "string", "format": "uri-reference"}, title=_STRING,
-                status=_INT, detail=_STRING,
-                parameter={"type": "string", "description": "The request parameter at fault (400)."},
-            ),
-            "Person": _object(("name", "display_name"), name=_STRING, display_name=_STRING),
-            "Task": _object(
-                ("task_id", "kind", "state", "study_uid", "patient", "site", "modality", "priority", "due_at"),
-                task_id=_INT,
-                kind={"type": "string", "enum": ["read", "consult"]},
-                parent_task_id=_nullable(_INT),
-                state={"type": "string", "enum": [s.value for s in TaskState]},
-                study_uid=_STRING,
-                patient=_object(("name", "id"), name=_STRING, id=_STRING),
-                site=_SITE,
-                modality=_STRING,
-                priority={"type": "string", "enum": list(PRIORITIES)},
-                priority_source={"type": "string", "enum": ["station", "study", "rule", "default", "consult"]},
-                opened_at=_TIME,
-                due_at=_TIME,
-                seconds_left=_nullable({"type": "integer", "description": "Negative when overdue."}),
-                holder=_nullable(_ref("Person")),
-                lease_until=_nullable(_TIME),
-                assignee=_nullable(_ref("Person")),
-                escalated={"type": "boolean"},
-                breached={"type": "boolean"},
-                reminders_sent=_INT,
-                signed_at=_nullable(_TIME),
-            ),
-            "Notification": _object(
-                ("id", "task_id", "kind", "message", "created_at"),
-                id=_INT, task_id=_INT, kind=_STRING, message=_STRING, created_at=_TIME,
-            ),
-            "Worklist": _object(
-                ("at", "items", "notifications"), at=_TIME,
-                items={"type": "array", "items": _ref("Task")},
-                notifications={"type": "array", "items": _ref("Notification")},
-            ),
-            "TimelineEvent": _object(
-                ("at", "task_id", "actor", "kind", "detail"),
-                at=_TIME, task_id=_INT, actor=_STRING, kind=_STRING, detail={"type": "object"},
-            ),
-            "Study": _object(
-                ("study_uid", "patient", "site", "modalities", "num_instances", "state", "received_at"),
-                study_uid=_STRING,
-                patient=_object(("name", "id"), name=_STRING, id=_STRING, sex=_STRING, birth_date=_STRING),
-                site=_SITE,
-                modalities={"type": "array", "items": _STRING},
-                description=_STRING,
-                accession_number=_STRING,
-                study_date=_STRING,
-                num_series=_INT,
-                num_instances=_INT,
-                state={"type": "string", "enum": ["receiving", "complete"]},
-                received_at=_TIME,
-                last_received_at=_TIME,
-                completed_at=_nullable(_TIME),
-            ),
-            "StudyStatus": _object(
-                ("status", "study", "tasks", "timeline"),
-                status={"type": "string", "enum": list(STUDY_STATUS.values())},
-                study=_ref("Study"),
-                tasks={"type": "array", "items": _ref("Task")},
-                timeline={"type": "array", "items": _ref("TimelineEvent")},
-            ),
-            "UrgencyRequest": _object(("priority",), priority={"type": "string", "enum": list(PRIORITIES)}),
-            "UrgencyMark": _object(
-                ("study_uid", "priority", "marked_by", "marked_at", "task"),
-                study_uid=_STRING, priority={"type": "string", "enum": list(PRIORITIES)}, marked_by=_STRING,
-                marked_at=_TIME, task=_nullable(_ref("Task")),
-            ),
-            "ConsultRequest": _object(("question",), question={"type": "string", "minLength": 1}),
-            "DutyRequest": _object(
-                ("user", "starts_at", "ends_at", "on_duty"),
-                user=_STRING, starts_at=_TIME, ends_at=_TIME, on_duty={"type": "boolean"},
-            ),
-            "DutyShift": _object(
-                ("id", "user", "starts_at", "ends_at", "on_duty", "set_by"),
-                id=_INT, user=_STRING, starts_at=_TIME, ends_at=_TIME, on_duty={"type": "boolean"}, set_by=_STRING,
-            ),
-            "ConsultAnswer": _object(
-                ("answer", "mode"), answer=_STRING, mode={"type": "string", "enum": list(ANSWER_MODES)},
-            ),
-            "Turnaround": _object(
-                ("filters", "signed", "backlog"),
-                filters={"type": "object"},
-                signed=_object(
-                    ("count",), count=_INT, median_minutes=_nullable({"type": "number"}),
-                    p90_minutes=_nullable({"type": "number"}), within_deadline_share=_nullable({"type": "number"}),
-                ),
-                backlog=_object(
-                    ("overdue", "under_1h", "under_4h", "under_24h", "later"),
-                    overdue=_INT, under_1h=_INT, under_4h=_INT, under_24h=_INT, later=_INT,
-                ),
-            ),
-        },
-    },
-}

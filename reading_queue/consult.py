@@ -13,6 +13,9 @@ from telerad.config import ReadingSection
 from telerad.users import User
 
 
+ANSWER_MODES = ("co-sign", "addendum")
+
+
 class ConsultError(Exception):
     """A consult cannot be asked or answered as requested; ``status`` is the HTTP status."""
 
@@ -61,7 +64,7 @@ def answer_consult(session: Session, consult: ReadingTask, consultant: User, ans
     """Record the consultant's answer (``co-sign`` or ``addendum``) on both timelines and close the consult."""
     if consult.kind != "consult" or consult.holder_id != consultant.id:
         raise ConsultError(409, "only the consultant holding this consult can answer it")
-    if mode not in ("co-sign", "addendum"):
+    if mode not in ANSWER_MODES:
         raise ConsultError(400, "answer as co-sign or addendum")
     consult.state, consult.signed_at, consult.signed_by_id = TaskState.SIGNED, at, consultant.id
     consult.holder_id, consult.lease_until, consult.next_check_at = None, None, None

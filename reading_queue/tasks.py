@@ -22,6 +22,7 @@ from telerad.db import Base, BigId
 from telerad.sites import LEVELS, Site
 
 IMAGING_MODALITIES = ("CT", "CR", "DX", "MR", "US", "MG", "RF", "XA", "OT", "DOC")
+MODALITIES = (*IMAGING_MODALITIES, "ECG")
 PRIORITIES = ("STAT", "URGENT", "ROUTINE")
 _DICOM_PRIORITY = {"STAT": "STAT", "HIGH": "URGENT", "URGENT": "URGENT", "MEDIUM": "ROUTINE", "ROUTINE": "ROUTINE", "LOW": "ROUTINE"}
 
@@ -95,6 +96,11 @@ class UrgencyMark(Base):
     priority: Mapped[str] = mapped_column(String(8))
     marked_by: Mapped[str] = mapped_column(String(64))
     marked_at: Mapped[datetime]
+
+
+#: A study's status as a station sees it, from the state of its reading task (none yet: just received).
+STUDY_STATUS = {None: "received", TaskState.OPEN.value: "waiting", TaskState.CLAIMED.value: "being_read",
+                TaskState.SIGNED.value: "reported", TaskState.CANCELLED.value: "cancelled"}
 
 
 def record(session: Session, task: ReadingTask, kind: str, actor: str, **detail: Any) -> TaskEvent:
