@@ -55,22 +55,36 @@ class WebhookDelivery(Base):
 
 
 class Notifier(Protocol):
-    """Something that tells ``users`` about ``task``."""
+    """Something that tells ``users`` about ``task``.
+
+    ``notify`` may gather notices; ``flush`` writes what was gathered in
+    ``session`` and must be called before the transaction commits.
+    """
 
     def notify(self, session: Session, users: list[User], task: ReadingTask, kind: str, message: str, at: datetime) -> None:
         """Record the notice; delivery must not block the caller."""
 
+    def flush(self, session: Session) -> None:
+        """Write the notices gathered in ``session``."""
+
+
+_GATHERED = "telerad.in_app_notices"
+
 
 class InAppNotifier:
-    """Notices shown in the worklist of each user."""
+    """Notices shown in the worklist of each user, written in one statement per transaction."""
 
     def notify(self, session: Session, users: list[User], task: ReadingTask, kind: str, message: str, at: datetime) -> None:
-        """Add one notification per user (one statement for all of them)."""
-        if users:
-            session.execute(
-                insert(Notification),
-                [{"user_id": u.id, "task_id": task.id, "kind": kind, "message": message, "created_at": at} for u in users],
-            )
+        """Gather one notification per user."""
+        session.info.setdefault(_GATHERED, []).extend(
+            {"user_id": u.id, "task_id": task.id, "kind": kind, "message": message, "created_at": at} for u in users
+        )
+
+    def flush(self, session: Session) -> None:
+        """Insert every gathered notification at once."""
+        gathered = session.info.pop(_GATHERED, [])
+        if gathered:
+            session.execute(insert(Notification), gathered)
 
 
 class WebhookNotifier:
@@ -92,6 +106,9 @@ class WebhookNotifier:
         }
         session.add(WebhookDelivery(url=self.url, payload=payload, attempts=0, next_attempt_at=at))
 
+    def flush(self, session: Session) -> None:
+        """Nothing gathered: deliveries are rows the session writes."""
+
 
 class Notifiers:
     """Several notifiers as one."""
@@ -103,6 +120,11 @@ class Notifiers:
         """Tell every notifier."""
         for notifier in self.notifiers:
             notifier.notify(session, users, task, kind, message, at)
+
+    def flush(self, session: Session) -> None:
+        """Flush every notifier."""
+        for notifier in self.notifiers:
+            notifier.flush(session)
 
 
 def deliver_webhooks(sessions: sessionmaker, at: datetime, timeout: float = 5.0, batch: int = 50) -> int:

@@ -61,6 +61,7 @@ def sweep(session: Session, policy: ReadingSection, notifier: Notifier, at: date
                 clock.breach(task)
                 result.breached.append(task.id)
             task.next_check_at = next_milestone(policy, task)
+    notifier.flush(session)
     return result
 
 
