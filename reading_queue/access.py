@@ -41,11 +41,6 @@ def visible_tasks(session: Session, user: User) -> ColumnElement[bool]:
     return false()
 
 
-def may_see(session: Session, user: User, task: ReadingTask) -> bool:
-    """Whether ``user`` may see ``task``."""
-    return bool(session.query(ReadingTask.id).filter(ReadingTask.id == task.id, visible_tasks(session, user)).first())
-
-
 def may_claim(session: Session, policy: ReadingSection, user: User, task: ReadingTask, at: datetime) -> bool:
     """Whether ``user`` may claim ``task`` now.
 
@@ -84,9 +79,4 @@ def may_set_duty(session: Session, supervisor: User, reader: User) -> bool:
         and reader.role in ("reader", "consultant")
         and reader.site_id in subtree_ids(session, supervisor.site_id)
     )
-
-
-def may_supervise(session: Session, user: User, task: ReadingTask) -> bool:
-    """Whether ``user`` supervises the centre that reads ``task``."""
-    return user.role in ("supervisor", "admin") and task.centre_site_id in subtree_ids(session, user.site_id)
 

@@ -65,11 +65,8 @@ def on_study_complete(event_id: int, topic: str, payload: dict[str, Any]) -> Non
     for _ in range(2):
         try:
             with ctx.sessions() as session, session.begin():
-                if session.scalar(select(ReadingTask.id).where(ReadingTask.dedupe_key == f"read:{uid}")):
-                    return
                 task = create_read_task(session, ctx.policy, uid, actor=f"event:{event_id}")
-                if task is None:
-                    log.warning("event %d: study %s is not in the index", event_id, uid)
+                if task is None:  # made already (a repeated event), or the study is not in the index
                     return
                 centre = session.get(Site, task.centre_site_id)
                 route(session, ctx.policy, task, centre.code, clock.now())

@@ -169,10 +169,9 @@ def next_milestone(policy: ReadingSection, task: ReadingTask) -> datetime | None
 
 
 def create_read_task(session: Session, policy: ReadingSection, study_uid: str, actor: str = "system") -> ReadingTask | None:
-    """Create the reading task for a complete study, once: a second call returns the same task."""
-    existing = session.scalar(select(ReadingTask).where(ReadingTask.dedupe_key == f"read:{study_uid}"))
-    if existing is not None:
-        return existing
+    """Create the reading task for a complete study, once; ``None`` if it exists already or the study is unknown."""
+    if session.scalar(select(ReadingTask.id).where(ReadingTask.dedupe_key == f"read:{study_uid}")) is not None:
+        return None
     # Locked like a station's urgency mark locks it, so a mark made meanwhile is never missed.
     study = session.scalar(select(Study).where(Study.study_uid == study_uid).with_for_update())
     if study is None:
