@@ -75,7 +75,8 @@ RETRIEVE_MODELS = [
     StudyRootQueryRetrieveInformationModelGet,
 ]
 #: Stand-in for "no calling AE title registered": an empty list would let everyone in.
-_NOBODY = "\x7f"
+#: The configuration allows only letters, digits, space, "_", "-" and "." in site AE titles, so never this.
+_NOBODY = "*NO-SITE-AE*"
 
 
 @dataclass

@@ -8,6 +8,7 @@ what was expected.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "TELERAD_"
+_AE_TITLE = re.compile(r"[A-Za-z0-9_.-]([A-Za-z0-9_. -]{0,14}[A-Za-z0-9_.-])?")
 SiteLevel = Literal["province", "county", "township", "village"]
 Role = Literal["station", "reader", "consultant", "supervisor", "admin"]
 
@@ -102,8 +104,8 @@ class SiteConfig(_Section):
     @classmethod
     def _ae_titles_valid(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for title in value:
-            if not 0 < len(title) <= 16 or title != title.strip() or "\\" in title:
-                raise ValueError(f"AE title {title!r} must be 1-16 characters without backslash or padding")
+            if not _AE_TITLE.fullmatch(title):
+                raise ValueError(f"AE title {title!r} must be 1-16 letters, digits, '_', '-', '.' or inner spaces")
         return value
 
 

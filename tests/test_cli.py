@@ -43,6 +43,7 @@ def config_file(tmp_path: Path, database_url: str) -> Path:
     [
         ({"dicom": {"port": "eleven"}}, "dicom.port: Input should be a valid integer"),
         ({"dicom": {"prot": 104}}, "dicom.prot: unknown key"),
+        ({"sites": [{"code": "P", "name": "p", "level": "province", "ae_titles": ["CT*1"]}]}, "AE title 'CT*1' must be"),
         ({"sites": [{"code": "X", "name": "x"}]}, "sites.0.level: required key is missing"),
         ({"sites": [{"code": "V", "name": "v", "level": "village", "parent": "NOPE"}]}, "unknown site code 'NOPE'"),
         (

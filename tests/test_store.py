@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import sessionmaker
 
 from conftest import shared_data
@@ -23,7 +23,7 @@ from pacs_node.storage import FileStorage
 from telerad.audit import AuditEvent
 from telerad.config import Config
 from telerad.db import make_engine, make_session_factory
-from telerad.sites import Site
+from telerad.sites import Site, SiteAE
 
 
 def dataset_bytes(data: bytes) -> bytes:
@@ -277,3 +277,13 @@ def test_database_failure_answers_a_failure_so_the_sender_retries(node: Receiver
     (status,) = send(config.dicom.port, "DG_CT", data / "ct/CT_small_pydicom.dcm")
     assert status.Status == 0xA701 and "index unavailable" in status.ErrorComment
     assert count(sessions, Instance) == 0
+
+
+def test_with_no_registered_ae_title_nobody_may_associate(node: Receiver, config: Config, sessions):
+    with sessions() as session, session.begin():
+        session.execute(delete(SiteAE))
+    node.refresh()
+    ae = AE(ae_title="DG_CT")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", config.dicom.port, ae_title="TELERAD")
+    assert assoc.is_rejected and assoc.acceptor.primitive.diagnostic == 0x03
