@@ -74,6 +74,12 @@ def storage_for(config: Config) -> FileStorage:
     return FileStorage(config.data_dir / "storage")
 
 
+def archive_for(config: Config, sessions: sessionmaker) -> Archive:
+    """The archive (storage area and index) as configured: what every way in receives through."""
+    strong = frozenset(identifier.issuer for identifier in config.identity.strong_identifiers)
+    return Archive(storage_for(config), sessions, strong)
+
+
 def load_senders(sessions: sessionmaker) -> dict[str, Sender]:
     """Every registered calling AE title with its site."""
     with sessions() as session:
@@ -84,8 +90,7 @@ def load_senders(sessions: sessionmaker) -> dict[str, Sender]:
 def start_receiver(config: Config, sessions: sessionmaker | None = None) -> Receiver:
     """Start listening for associations (in background threads) and return the receiver."""
     sessions = sessions or make_session_factory(make_engine(config.database_url))
-    strong = frozenset(identifier.issuer for identifier in config.identity.strong_identifiers)
-    archive = Archive(storage_for(config), sessions, strong)
+    archive = archive_for(config, sessions)
     registry = Registry(load_senders(sessions))
     ae = build_ae(config.dicom.ae_title, config.dicom.max_pdu, config.dicom.network_timeout)
     ae.require_calling_aet = registry.allowed()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, false, or_, select
+from sqlalchemy import ColumnElement, and_, exists, false, or_, select
 from sqlalchemy.orm import Session
 
 from pacs_node.index import Study
@@ -58,13 +58,18 @@ def may_claim(session: Session, policy: ReadingSection, user: User, task: Readin
     return True
 
 
+def visible_studies(session: Session, user: User) -> ColumnElement[bool]:
+    """A filter on :class:`Study` for the studies ``user`` sees: stations, supervisors and administrators
+    those sent by their site or below, even before a task exists; everyone also those of a task they may see."""
+    through_task = exists().where(ReadingTask.study_pk == Study.id, visible_tasks(session, user))
+    if user.role in ("station", "supervisor", "admin"):
+        return or_(Study.site_id.in_(subtree_ids(session, user.site_id)), through_task)
+    return through_task
+
+
 def may_see_study(session: Session, user: User, study: Study) -> bool:
-    """Whether ``user`` sees ``study``: stations, supervisors and administrators of the sending site or
-    above see it even before a task exists; everyone else through a task they may see."""
-    if user.role in ("station", "supervisor", "admin") and study.site_id in subtree_ids(session, user.site_id):
-        return True
-    seen = select(ReadingTask.id).where(ReadingTask.study_pk == study.id, visible_tasks(session, user)).limit(1)
-    return session.scalar(seen) is not None
+    """Whether ``user`` sees ``study`` (:func:`visible_studies`)."""
+    return session.scalar(select(Study.id).where(Study.id == study.id, visible_studies(session, user))) is not None
 
 
 def sees_only_own_figures(user: User) -> bool:

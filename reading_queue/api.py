@@ -1,7 +1,7 @@
 """The JSON API under ``/api/v1``: worklist, claims, consults, urgency, study status and turnaround.
 
 Every request runs in one database transaction as the caller
-(:func:`current_user`); what the caller may see and do is asked of
+(:func:`telerad.auth.user_in`); what the caller may see and do is asked of
 :mod:`reading_queue.access` (directly, or through :mod:`reading_queue.claims`
 and :mod:`reading_queue.consult`). Errors are RFC 9457 problem details
 (``application/problem+json``), never HTML. The endpoints are described by
@@ -39,7 +39,9 @@ from reading_queue.turnaround import Filters, figures
 from telerad import audit, clock
 from telerad.config import ReadingSection
 from telerad.sites import Site
-from telerad.users import User, user_for_token
+from telerad.auth import user_in
+from telerad.problems import Problem, problem_response
+from telerad.users import User
 
 log = logging.getLogger(__name__)
 
@@ -52,32 +54,16 @@ _holder = aliased(User, name="holder")
 _assignee = aliased(User, name="assignee")
 
 
-class Problem(Exception):
-    """An error answered as RFC 9457 problem details; ``extra`` becomes extension members."""
-
-    def __init__(self, status: int, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.extra = status, detail, extra
-
-
 # --- authentication and transactions -------------------------------------------------------------
-
-
-def current_user(session: Session) -> User | None:
-    """The caller: the user of the ``Authorization: Bearer`` token (the browser session joins here later)."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return user_for_token(session, token.strip())
 
 
 @contextmanager
 def _transaction() -> Iterator[tuple[Session, User]]:
     """One transaction as the authenticated caller; committed on success, rolled back on any error."""
     with current_app.extensions["telerad.sessions"]() as session, session.begin():
-        user = current_user(session)
+        user = user_in(session)
         if user is None:
-            raise Problem(401, "send a valid API token as 'Authorization: Bearer <token>'")
+            raise Problem(401, "sign in, or send a valid API token as 'Authorization: Bearer <token>'")
         yield session, user
 
 
@@ -499,32 +485,20 @@ def openapi() -> Response:
 # --- errors --------------------------------------------------------------------------------------
 
 
-def _problem(status: int, detail: str, **extra: Any) -> Response:
-    """An RFC 9457 problem details response."""
-    response = current_app.json.response(
-        {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail, **extra}
-    )
-    response.status_code = status
-    response.mimetype = "application/problem+json"
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="telerad"'
-    return response
-
-
 @api.errorhandler(Problem)
-def _on_problem(exc: Problem) -> Response:
-    return _problem(exc.status, exc.detail, **exc.extra)
+def _onproblem_response(exc: Problem) -> Response:
+    return problem_response(exc.status, exc.detail, **exc.extra)
 
 
 @api.errorhandler(ClaimError)
 @api.errorhandler(ConsultError)
 def _on_refusal(exc: ClaimError | ConsultError) -> Response:
-    return _problem(exc.status, str(exc))
+    return problem_response(exc.status, str(exc))
 
 
 @api.errorhandler(HTTPException)
 def _on_http(exc: HTTPException) -> Response:
-    return _problem(exc.code or 500, exc.description or HTTPStatus(exc.code or 500).phrase)
+    return problem_response(exc.code or 500, exc.description or HTTPStatus(exc.code or 500).phrase)
 
 
 @api.app_errorhandler(HTTPException)
@@ -536,4 +510,4 @@ def _on_routing(exc: HTTPException) -> Response | HTTPException:
 @api.errorhandler(Exception)
 def _on_unexpected(exc: Exception) -> Response:
     log.exception("unexpected error in %s %s", request.method, request.path)
-    return _problem(500, "an unexpected error occurred; it was logged")
+    return problem_response(500, "an unexpected error occurred; it was logged")

@@ -67,6 +67,10 @@ class WebSection(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    session_minutes: float = Field(60.0, gt=0)
+    sign_in_limit: str = "5 per minute"
+    secure_cookies: bool = False
+    ohif_dir: Path | None = None
 
 
 class StrongIdentifier(_Section):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pathlib import Path
+
 from flask import Flask, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -12,21 +14,33 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
+import viewer
+from pacs_node import dicomweb
 from pacs_node.index import Instance, Study
+from pacs_node.node import archive_for
+from reading_queue.access import visible_studies
 from reading_queue.api import api
 from reading_queue.tasks import ReadingTask, TaskState
-from telerad import clock
+from telerad import auth, clock
 from telerad.config import Config
 from telerad.db import make_engine, make_session_factory
 from telerad.events import OutboxEvent
+from viewer import i18n
+from viewer.pages import pages
+from viewer.station import station
+from viewer.study import study
+from viewer.worklist import worklist
 
 
 def create_app(config: Config) -> Flask:
-    """The web application: health and metrics now; pages and APIs join as blueprints."""
-    app = Flask("telerad")
+    """The web application: pages, the JSON API, DICOMweb, health and metrics."""
+    front = Path(viewer.__file__).parent
+    app = Flask("telerad", static_folder=front / "static", template_folder=front / "templates")
     sessions = make_session_factory(make_engine(config.database_url))
     app.extensions["telerad.config"] = config
     app.extensions["telerad.sessions"] = sessions
+    auth.init_app(app, config)
+    i18n.init_app(app, config.data_dir / "translations")
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
@@ -45,6 +59,9 @@ def create_app(config: Config) -> Flask:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(api)
+    for blueprint in (pages, worklist, station, study):
+        app.register_blueprint(blueprint)
+    dicomweb.init_app(app, archive_for(config, sessions), visible_studies, render=None)
     return app
 
 
