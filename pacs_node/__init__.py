@@ -9,4 +9,5 @@ Knows nothing of the reading queue, the viewer or reports: it announces
 - :mod:`pacs_node.scp` — the pynetdicom AE and its event handlers
 - :mod:`pacs_node.query`, :mod:`pacs_node.retrieve` — C-FIND, C-MOVE and C-GET
 - :mod:`pacs_node.node` — receiver processes and housekeeping (``telerad dicom``)
+- :mod:`pacs_node.dicomweb` — DICOMweb (PS3.18) under ``/dicomweb``: QIDO-RS, WADO-RS, STOW-RS
 """

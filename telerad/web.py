@@ -26,7 +26,9 @@ from telerad.config import Config
 from telerad.db import make_engine, make_session_factory
 from telerad.events import OutboxEvent
 from viewer import i18n
+from viewer.ohif import ohif
 from viewer.pages import pages
+from viewer.rendering import file_renderer
 from viewer.station import station
 from viewer.study import study
 from viewer.worklist import worklist
@@ -61,7 +63,9 @@ def create_app(config: Config) -> Flask:
     app.register_blueprint(api)
     for blueprint in (pages, worklist, station, study):
         app.register_blueprint(blueprint)
-    dicomweb.init_app(app, archive_for(config, sessions), visible_studies, render=None)
+    app.register_blueprint(ohif)  # OHIF Viewer at /ohif/ when web.ohif_dir is set
+    renderer = file_renderer(app.extensions["viewer.image_cache"])
+    dicomweb.init_app(app, archive_for(config, sessions), visible_studies, renderer)
     return app
 
 

@@ -8,6 +8,7 @@ from rq import Worker
 from rq.cron import CronScheduler
 
 import reading_queue.jobs
+import viewer.jobs
 from telerad import broker
 from telerad.config import Config
 from telerad.events import QUEUE_NAME
@@ -22,6 +23,7 @@ def _run_cron(redis_url: str, interval: int) -> None:
 def run_worker(config: Config, burst: bool = False) -> bool:
     """Work the event queue with rq's scheduler and, unless ``burst``, the cron scheduler beside it."""
     reading_queue.jobs.configure(config)
+    viewer.jobs.configure(config)
     connection = broker.connect(config.redis.url)
     cron = None
     if not burst:

@@ -350,3 +350,21 @@ def _fit(dimensions: tuple[int, int], size: int) -> tuple[int, int]:
     """``dimensions`` scaled so that the longest side is ``size``, keeping the aspect ratio."""
     scale = size / max(dimensions)
     return max(1, round(dimensions[0] * scale)), max(1, round(dimensions[1] * scale))
+
+
+def file_renderer(cache: ImageCache) -> Callable[..., bytes]:
+    """A renderer of stored files for DICOMweb's rendered resources, sharing ``cache`` with the viewer.
+
+    Stored files are content-addressed, so a file's path names its content for good and is the cache key.
+    """
+
+    def render_file(
+        path: os.PathLike[str], frame_index: int, *, window: tuple[float, float] | None, size: int | None,
+        fmt: str, quality: int,
+    ) -> bytes:
+        image = cache.get(os.fspath(path), path)
+        return render(
+            image, frame_index, window=Window(*window) if window else None, size=size, fmt=fmt, quality=quality
+        )
+
+    return render_file
