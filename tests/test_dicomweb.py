@@ -116,8 +116,8 @@ def served(web: Web, uri: str) -> str:
     return web.url + uri.split("/dicomweb", 1)[1]
 
 
-def parts(response: requests.Response) -> list[tuple[str, bytes]]:
-    """The (Content-Type, content) of each part of a multipart/related response."""
+def parts(response: requests.Response, header: str = "Content-Type") -> list[tuple[str, bytes]]:
+    """The (value of ``header``, content) of each part of a multipart/related response."""
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("multipart/related")
     boundary = re.search(r'boundary="?([^";]+)', response.headers["Content-Type"]).group(1).encode()
@@ -125,8 +125,9 @@ def parts(response: requests.Response) -> list[tuple[str, bytes]]:
     assert pieces[0] == b"" and pieces[-1] == b"--\r\n"
     found = []
     for piece in pieces[1:-1]:
-        headers, _, content = piece.removeprefix(b"\r\n").removesuffix(b"\r\n").partition(b"\r\n\r\n")
-        found.append((headers.decode().removeprefix("Content-Type: "), content))
+        head, _, content = piece.removeprefix(b"\r\n").removesuffix(b"\r\n").partition(b"\r\n\r\n")
+        fields = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
+        found.append((fields[header], content))
     return found
 
 
@@ -230,6 +231,7 @@ def test_retrieve_gives_the_stored_files_byte_for_byte_and_is_audited(web: Web) 
     assert [ds.SOPInstanceUID for ds in retrieved] == [dcmread(path).SOPInstanceUID for path in files]
     response = web.get(f"/studies/{study}", "dongguan", accept='multipart/related; type="application/dicom"')
     assert [content for _, content in parts(response)] == [path.read_bytes() for path in files]
+    assert parts(response, "Content-Location")[1][0].endswith(f"/instances/{dcmread(files[1]).SOPInstanceUID}")
     assert parts(response)[0][0] == "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
 
     source = dcmread(j2k)
@@ -296,7 +298,10 @@ def test_frames_native_and_as_stored(web: Web) -> None:
     frame_url = f"/studies/{multi}/series/{source.SeriesInstanceUID}/instances/{source.SOPInstanceUID}/frames"
     stored = list(generate_frames(source.PixelData, number_of_frames=2))
     ohif = "multipart/related; type=application/octet-stream; transfer-syntax=*"
-    as_stored = parts(web.get(f"{frame_url}/2,1", "dongguan", accept=ohif))
+    response = web.get(f"{frame_url}/2,1", "dongguan", accept=ohif)
+    assert [location for location, _ in parts(response, "Content-Location")] == [
+        f"{web.url}{frame_url}/2", f"{web.url}{frame_url}/1"]  # requests sends the port in Host
+    as_stored = parts(response)
     assert as_stored == [(f"application/octet-stream; transfer-syntax={source.file_meta.TransferSyntaxUID}", frame)
                          for frame in (stored[1], stored[0])]
     frames = client.retrieve_instance_frames(multi, source.SeriesInstanceUID, source.SOPInstanceUID, [1, 2])
@@ -357,8 +362,9 @@ def test_rendered_and_thumbnails_go_through_the_injected_renderer(web: Web) -> N
     assert "image/jpeg" in assert_problem(web.get(f"{instance}/rendered", "dongguan", accept="image/gif"),
                                           406)["supported"]
     for name, value in (("window", "40"), ("window", "40,400,sigmoid"), ("viewport", "10,10,0,0,5,5"),
-                        ("quality", "101"), ("annotation", "patient")):
+                        ("quality", "101"), ("frames", "1")):
         assert_problem(web.get(f"{instance}/rendered", "dongguan", **{name: value}), 400, name)
+    assert web.get(f"{instance}/rendered", "dongguan", annotation="patient", iccprofile="no").status_code == 200
     assert_problem(web.get(f"{instance}/frames/2/rendered", "dongguan"), 404)
     web.app.extensions[EXTENSION] = dataclasses.replace(backend, render=None)
     assert_problem(web.get(f"{instance}/rendered", "dongguan"), 501)
@@ -387,6 +393,10 @@ def test_store_instances_is_received_like_a_c_store(web: Web, at: list) -> None:
         topics = session.scalars(select(OutboxEvent.topic).where(OutboxEvent.key == ds.StudyInstanceUID)).all()
     assert topics == ["study.complete"]
 
+    series = sorted((shared_data() / "ct/series_JANCT000_3slice").glob("*.dcm"))  # 1.6 MB: sent chunked
+    answer = web.client("xihe").store_instances([dcmread(path) for path in series])
+    assert len(answer.ReferencedSOPSequence) == 3 and answer.RetrieveURL.endswith(dcmread(series[0]).StudyInstanceUID)
+
     other = copy_with_new_uids(CT, web.folder)
     body, content_type = multipart(other.read_bytes(), copy_with_new_uids(CT, web.folder).read_bytes())
     response = web.post(f"/studies/{ds.StudyInstanceUID}", "dongguan", body, content_type)
@@ -397,7 +407,7 @@ def test_store_instances_is_received_like_a_c_store(web: Web, at: list) -> None:
     assert_problem(web.post("/studies", "reader-ct", body, content_type), 403)
     assert_problem(web.post("/studies", "xihe", body, 'multipart/related; type="application/dicom+json"; boundary=x'),
                    415)
-    assert web.count(Instance) == 1
+    assert web.count(Instance) == 4
 
 
 def test_broken_input_is_refused_precisely_and_leaves_nothing(web: Web) -> None:

@@ -18,6 +18,8 @@ from sqlalchemy.orm import sessionmaker
 from werkzeug.test import TestResponse
 
 import test_api
+from browser import demo_passwords, sign_in
+from dicom_files import copy_with_new_uids
 from reading_queue import jobs
 from reading_queue.signing import mark_signed
 from reading_queue.tasks import ReadingTask
@@ -74,8 +76,7 @@ class Browser:
 @pytest.fixture
 def passwords(config: Config, sessions: sessionmaker) -> dict[str, str]:
     """The demo users' generated passwords, as ``prepare`` kept them for the administrator."""
-    lines = (config.data_dir / "demo-passwords.txt").read_text(encoding="utf-8").splitlines()
-    return dict(line.split("\t", 1) for line in lines if line)
+    return demo_passwords(config)
 
 
 @pytest.fixture
@@ -144,6 +145,10 @@ def test_each_role_lands_on_its_own_page(alliance: Alliance, browser) -> None:
     assert station.get("/").headers["Location"].endswith("/station")
     assert reader.get("/station").headers["Location"].endswith("/worklist")
     assert supervisor.get("/worklist").status_code == 200 and supervisor.get("/station").status_code == 200
+    admin, consultant = browser("admin"), browser("consultant")
+    assert admin.get("/worklist").status_code == 200 and admin.get("/station").status_code == 200
+    assert consultant.get("/worklist").status_code == 200
+    assert consultant.get("/station").headers["Location"].endswith("/worklist")
     anonymous = Browser(alliance, "10.0.1.1")
     for path in ("/worklist", "/station", "/worklist/details?task=1"):
         assert anonymous.get(path).headers["Location"].startswith("/login")
@@ -243,6 +248,23 @@ def test_the_script_gets_the_row_details_the_api_does_not_carry_for_visible_task
     assert details == {str(ecg.id): {"patient": "王芳", "sex_age": "女 · 42岁", "description": "ECG", "held_since": ""}}
     english = browser("supervisor").get(f"/worklist/details?task={ecg.id}&lang=en").json
     assert english[str(ecg.id)]["patient"] == "Wang Fang" and english[str(ecg.id)]["sex_age"] == "Female · 42 y"
+
+
+def test_the_api_answer_the_script_refreshes_from_has_every_field_it_reads(alliance: Alliance, browser) -> None:
+    task = alliance.study(CT, "DG_DR", Modality="DX")
+    reader = browser("reader-ct")
+    alliance.advance(hours=22)  # past the escalation point
+    assert reader.api_post(f"/api/v1/tasks/{task.id}/claim", token=csrf_token(reader.get("/worklist"))).status_code == 200
+    jobs.sla_sweep()
+    answer = browser("reader-ct2").get("/api/v1/worklist", limit="50", offset="0")  # the session cookie suffices
+    assert answer.status_code == 200
+    item = answer.json["items"][0]
+    assert {"task_id", "kind", "state", "study_uid", "priority", "modality", "due_at", "lease_until", "escalated",
+            "breached", "reminders_sent"} <= item.keys()
+    assert {"name", "name_en"} <= item["site"].keys() and "name" in item["patient"]
+    assert {"name", "display_name"} <= item["holder"].keys() and {"name", "display_name"} <= item["assignee"].keys()
+    notice = answer.json["notifications"][0]
+    assert {"task_id", "kind", "message", "created_at"} <= notice.keys() and notice["kind"] == "escalation"
 
 
 # --- the station page ----------------------------------------------------------------------------------------
@@ -377,8 +399,6 @@ def test_in_a_browser_the_worklist_refreshes_itself_and_claim_and_open_goes_to_t
 ) -> None:
     from playwright.sync_api import expect
 
-    from browser import sign_in
-
     first = alliance.study(CT, "DG_CT", PatientName="First^Study")
     page = watched.page
     sign_in(page, live_server.url, "reader-ct", live_server.passwords["reader-ct"], "/worklist?lang=en")
@@ -405,14 +425,11 @@ def test_in_a_browser_a_station_uploads_a_folder_by_stow_and_marks_it_urgent(
 ) -> None:
     from playwright.sync_api import expect
 
-    from browser import sign_in
-    from dicom_files import copy_with_new_uids
-
     folder = tmp_path / "exam"
     study_uid = "1.2.826.0.1.3680043.8.498.1"
-    for name in ("IM0001", "IM0002"):
+    for name in ("IM0001", "IM0002", "IM0003"):
         copy_with_new_uids(CT, folder, name, StudyInstanceUID=study_uid, PatientName="Up^Loaded")
-    (folder / "IM0003").write_bytes((folder / "IM0001").read_bytes()[:400])  # DICOM, but cut short
+    (folder / "IM0003").write_bytes((folder / "IM0003").read_bytes()[:400])  # DICOM, but cut short
     (folder / "notes.txt").write_text("not an image\n" * 20)
 
     page = watched.page

@@ -148,5 +148,6 @@ def page() -> Response | str:
         "station.html", rows=rows, more=more, page=page_number, args=args, sites=sites,
         chosen=site.code if site else None, shown_site=shown_site, steps=STEPS, priorities=PRIORITIES,
         may_upload=who.role == "station",
-        script={"language": language(), "mayUpload": who.role == "station", "stow": "/dicomweb/studies"},
+        script={"language": language(), "mayUpload": who.role == "station", "stow": "/dicomweb/studies",
+                "idleMinutes": current_app.extensions["telerad.config"].web.session_minutes},
     )

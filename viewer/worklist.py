@@ -377,15 +377,15 @@ def page() -> Response | str:
     modalities = [m for m in MODALITIES if m in who.modalities] if who.role in CLAIMING_ROLES else list(MODALITIES)
     errors = [int(s) for s in get_flashed_messages(category_filter=["claim-error"]) if s.isdigit()]
     script = {
-        "me": who.name, "role": who.role, "language": language(), "view": filters.view,
+        "me": who.name, "language": language(), "view": filters.view,
         "filters": {"modality": filters.modality, "priority": filters.priority, "site": filters.site},
         "limit": filters.limit, "offset": filters.offset, "mayClaim": who.role in CLAIMING_ROLES,
         "details": url_for("worklist.details"), "timeZone": current_app.extensions["telerad.config"].reading.timezone,
+        "idleMinutes": current_app.extensions["telerad.config"].web.session_minutes,
     }
     return render_template(
         "worklist.html", rows=rows, more=more, notices=notices, filters=filters, sites=sites, modalities=modalities,
-        priorities=PRIORITIES, views=VIEWS, script=script, errors=errors, updated=local_time(at, with_date=False),
-        page_size=filters.limit,
+        priorities=PRIORITIES, script=script, errors=errors, updated=local_time(at, with_date=False),
     )
 
 

@@ -1,4 +1,4 @@
-"""Frames of a stored instance's Pixel Data (PS3.18 10.4.1.1.3 and 8.7.3.3): as stored, or native.
+"""Frames of a stored instance's Pixel Data (PS3.18 10.4.3.3.6 and 8.7.3): as stored, or native.
 
 *As stored*: the encapsulated frame (its fragments joined) of a compressed transfer syntax, byte for byte.
 *Native*: uncompressed pixels in Explicit VR Little Endian order, sliced straight from the file for native

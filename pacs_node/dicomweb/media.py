@@ -14,9 +14,9 @@ from flask import request
 
 from telerad.problems import Problem
 
-#: Explicit VR Little Endian: the native encoding of uncompressed frames and bulk data (PS3.18 8.7.3.3.2).
+#: Explicit VR Little Endian: the native encoding of uncompressed frames and bulk data (PS3.18 8.7.3).
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
-#: The media type of frames in each encapsulated (compressed) transfer syntax (PS3.18 Table 8.7.3-2).
+#: The media type of frames in each encapsulated (compressed) transfer syntax (PS3.18 8.7.3).
 FRAME_MEDIA_TYPES = {
     "1.2.840.10008.1.2.4.50": "image/jpeg",
     "1.2.840.10008.1.2.4.51": "image/jpeg",

@@ -43,10 +43,11 @@ def content_type(part_type: str, boundary: str) -> str:
     return f'multipart/related; type="{part_type}"; boundary={boundary}'
 
 
-def stream(parts: Iterable[tuple[str, Iterable[bytes]]], boundary: str) -> Iterator[bytes]:
-    """The message of ``(content type, chunks)`` parts, chunk by chunk."""
-    for part_type, chunks in parts:
-        yield f"--{boundary}\r\nContent-Type: {part_type}\r\n\r\n".encode()
+def stream(parts: Iterable[tuple[dict[str, str], Iterable[bytes]]], boundary: str) -> Iterator[bytes]:
+    """The message of ``(header fields, chunks)`` parts, chunk by chunk."""
+    for headers, chunks in parts:
+        fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        yield f"--{boundary}\r\n{fields}\r\n".encode()
         yield from chunks
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode()

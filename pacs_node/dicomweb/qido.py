@@ -2,7 +2,7 @@
 
 ``GET /studies``, ``/studies/{s}/series``, ``/series``, ``/studies/{s}/series/{se}/instances``,
 ``/studies/{s}/instances`` and ``/instances`` answer ``application/dicom+json`` (PS3.18 F.2), or 204 when
-nothing matches. Matching (10.6.1.2) is the C-FIND matching of :mod:`pacs_node.query` on the index: single
+nothing matches. Matching (8.3.4) is the C-FIND matching of :mod:`pacs_node.query` on the index: single
 value, wildcard (``*``, ``?``), list of UIDs (separated by ``\\`` or ``,``, or the parameter repeated), any of
 several Modalities in Study (``CT,DX``), date and time ranges, Patient's Name ignoring case and on any
 component group. A key of a level below the search (``/studies?Modality=CT``) matches the entities that
@@ -14,7 +14,7 @@ matching keys, and the ``includefield`` attributes (``all``: every attribute the
 the index does not hold are read from one stored file of each result (the instance's own, or the first
 of the study or series). Results are paged in SQL (``limit``, ``offset``; at most :data:`MAX_RESULTS`).
 Parameters DICOM knows but the index cannot match on, and ``fuzzymatching=true``, are ignored with a
-``Warning: 299`` header (PS3.18 8.3.4.1); anything else unknown or malformed is a 400 naming the parameter.
+``Warning: 299`` header; anything else unknown or malformed is a 400 naming the parameter.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Rendered resources and thumbnails (PS3.18 10.4.1.1.4 and 10.4.1.1.6), drawn by the injected renderer.
+"""Rendered resources and thumbnails (PS3.18 10.4.3.3.3 and 10.4.3.3.4), drawn by the injected renderer.
 
 - ``.../instances/{i}/rendered`` (its first frame) and ``.../instances/{i}/frames/{n}/rendered``: one frame
   as ``image/jpeg`` (the default), ``image/png`` or ``image/webp``, with the parameters of PS3.18 8.3.5.1:
   ``window=center,width[,linear]``, ``viewport=vw,vh`` (the image scaled to fit, never enlarged) and
-  ``quality`` (1-100). A source region in ``viewport``, other VOI functions and annotations are refused (400).
+  ``quality`` (1-100). A source region in ``viewport`` and other window shapes are refused (400);
+  ``annotation``, ``iccprofile`` and ``charset``, which a server need not support (8.3.5.1), are ignored.
 - ``/studies/{s}/thumbnail``, ``.../series/{se}/thumbnail``, ``.../instances/{i}/thumbnail``: the middle
   instance of the (first) series, at most :data:`THUMBNAIL_SIZE` pixels or the ``viewport``.
 
@@ -32,14 +33,15 @@ from telerad.problems import Problem
 FORMATS = {"image/jpeg": "jpeg", "image/png": "png", "image/webp": "webp"}
 THUMBNAIL_SIZE = 128
 DEFAULT_QUALITY = 85
+IGNORED = ("annotation", "iccprofile", "charset")
 _GEOMETRY = [tag_for_keyword(keyword) for keyword in ("Rows", "Columns", "NumberOfFrames")]
 
 
 @dicomweb.get(f"{INSTANCE}/rendered", defaults={"frame_list": "1"})
 @dicomweb.get(f"{INSTANCE}/frames/<frame_list>/rendered")
 def rendered(study: str, series: str, instance: str, frame_list: str) -> Response:
-    """Retrieve a rendered instance or frame (PS3.18 10.4.1.1.4)."""
-    check_parameters({"accept", "window", "viewport", "quality"})
+    """Retrieve a rendered instance or frame (PS3.18 10.4.3.3.3)."""
+    check_parameters({"accept", "window", "viewport", "quality", *IGNORED})
     numbers = frame_numbers(frame_list)
     if len(numbers) > 1:
         raise Problem(400, f"frame list {frame_list!r}: a rendered image shows one frame")
@@ -54,8 +56,8 @@ def rendered(study: str, series: str, instance: str, frame_list: str) -> Respons
 @dicomweb.get("/studies/<study>/series/<series>/thumbnail", defaults={"instance": None})
 @dicomweb.get(f"{INSTANCE}/thumbnail")
 def thumbnail(study: str, series: str | None, instance: str | None) -> Response:
-    """Retrieve a thumbnail of a study, series or instance (PS3.18 10.4.1.1.6)."""
-    check_parameters({"accept", "viewport"})
+    """Retrieve a thumbnail of a study, series or instance (PS3.18 10.4.3.3.4)."""
+    check_parameters({"accept", "viewport", *IGNORED})
     viewport = _viewport() or (THUMBNAIL_SIZE, THUMBNAIL_SIZE)
     with transaction() as (session, user):
         rows = stored_instances(session, user, study, series, instance)
@@ -116,7 +118,7 @@ def _numbers(name: str, count: int) -> list[float] | None:
 
 
 def _window() -> tuple[float, float] | None:
-    """``window=center,width[,function]`` (PS3.18 8.3.5.1.3); only the linear function (PS3.3 C.11.2.1.2)."""
+    """``window=center,width[,function]`` (PS3.18 8.3.5.1); only the linear shape (PS3.3 C.11.2.1.2)."""
     values = _numbers("window", 2)
     if values is None:
         return None
@@ -130,7 +132,7 @@ def _window() -> tuple[float, float] | None:
 
 
 def _viewport() -> tuple[int, int] | None:
-    """``viewport=vw,vh`` (PS3.18 8.3.5.1.2); a source region is not supported."""
+    """``viewport=vw,vh`` (PS3.18 8.3.5.1); a source region is not supported."""
     values = _numbers("viewport", 2)
     if values is None:
         return None

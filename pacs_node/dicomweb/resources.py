@@ -1,4 +1,4 @@
-"""The archive's DICOMweb resources as the caller may see them (PS3.18 10.3: study, series, instance).
+"""The archive's DICOMweb resources as the caller may see them (PS3.18 10: study, series, instance).
 
 Every DICOMweb request runs as its authenticated caller (:func:`telerad.auth.user_in`) and sees only the
 studies the injected ``visible_studies`` filter lets through; a study the caller may not see answers 404,

@@ -114,7 +114,7 @@ def _store(part: Part, sender: Sender, study: str | None) -> Stored:
 
 
 def _response(outcomes: list[Stored], study: str | None, base: str) -> dict[str, Any]:
-    """The Store Instances Response Module (PS3.18 Table 10.5.3-3) in the DICOM JSON model."""
+    """The Store Instances Response Module (PS3.18 10.5.3) in the DICOM JSON model."""
     referenced, failed = [], []
     for outcome in outcomes:
         attrs = outcome.attrs

@@ -53,13 +53,13 @@ _SWAPPED = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}  # bytes per word of bi
 @dicomweb.get("/studies/<study>/series/<series>", defaults={"instance": None})
 @dicomweb.get(INSTANCE)
 def retrieve(study: str, series: str | None, instance: str | None) -> Response:
-    """Retrieve a study, series or instance (PS3.18 10.4.1.1.1): the stored files as a multipart message."""
+    """Retrieve a study, series or instance (PS3.18 10.4.3.3.1): the stored files as a multipart message."""
     check_parameters({"accept"})
     choices = _instance_choices()
     with transaction() as (session, user):
         rows = stored_instances(session, user, study, series, instance)
-        plan = [(path_of(row), row.transfer_syntax, _send_as(choices, row.transfer_syntax)) for row in rows]
-        refused = sorted({stored for _, stored, sent in plan if sent is None})
+        plan = [(row, path_of(row), _send_as(choices, row.transfer_syntax)) for row in rows]
+        refused = sorted({row.transfer_syntax for row, _, sent in plan if sent is None})
         if refused:
             raise not_acceptable(
                 f"instances stored as {', '.join(refused)}",
@@ -67,10 +67,14 @@ def retrieve(study: str, series: str | None, instance: str | None) -> Response:
                  f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_LITTLE}'],
             )
         _audit(session, user, "study.retrieved", study, series, instance, len(rows))
-    boundary = new_boundary()
+    base, boundary = base_url(), new_boundary()
     parts = (
-        (f"application/dicom; transfer-syntax={sent}", _file(path) if sent == stored else [_explicit_little(path)])
-        for path, stored, sent in plan
+        (
+            {"Content-Type": f"application/dicom; transfer-syntax={sent}",
+             "Content-Location": retrieve_url(base, row.study_uid, row.series_uid, row.sop_instance_uid)},
+            _file(path) if sent == row.transfer_syntax else [_explicit_little(path)],
+        )
+        for row, path, sent in plan
     )
     return Response(stream(parts, boundary), content_type=content_type("application/dicom", boundary))
 
@@ -118,7 +122,7 @@ def _explicit_little(path: Path) -> bytes:
 @dicomweb.get("/studies/<study>/series/<series>/metadata", defaults={"instance": None})
 @dicomweb.get(f"{INSTANCE}/metadata")
 def metadata(study: str, series: str | None, instance: str | None) -> Response:
-    """Retrieve metadata (PS3.18 10.4.1.1.2): each instance's data set in the DICOM JSON model, streamed."""
+    """Retrieve metadata (PS3.18 10.4.3.3.2): each instance's data set in the DICOM JSON model, streamed."""
     check_parameters({"accept"})
     require_dicom_json("metadata")
     with transaction() as (session, user):
@@ -149,7 +153,7 @@ def instance_metadata(path: Path, transfer_syntax: str, url: str) -> dict[str, A
 
 @dicomweb.get(f"{INSTANCE}/bulk/<path:where>")
 def bulk(study: str, series: str, instance: str, where: str) -> Response:
-    """Retrieve bulk data (PS3.18 10.4.1.1.5): a value a metadata ``BulkDataURI`` points to.
+    """Retrieve bulk data (PS3.18 10.4.3.3.5): a value a metadata ``BulkDataURI`` points to.
 
     Pixel Data is answered as the instance's frames, each frame a part.
     """
@@ -159,15 +163,17 @@ def bulk(study: str, series: str, instance: str, where: str) -> Response:
         raise Problem(404, f"{where!r} is not a bulk data path (tag, or tag/item/tag ..., tags as 8 hex digits)")
     with transaction() as (session, user):
         row = stored_instances(session, user, study, series, instance)[0]
+    url = retrieve_url(base_url(), study, series, instance)
     if steps == [key(PIXEL_DATA)]:
-        return _frames(path_of(row), row.transfer_syntax, instance, None)
+        return _frames(path_of(row), row.transfer_syntax, url, None)
     if not any(item.is_multipart() and covers(item.part_type, "application/octet-stream") for item in accepted()):
         raise not_acceptable("bulk data", ['multipart/related; type="application/octet-stream"'])
     value = _bulk_value(path_of(row), steps)
     if value is None:
         raise Problem(404, f"instance {instance} has no binary value at {where}")
     boundary = new_boundary()
-    parts = [(f"application/octet-stream; transfer-syntax={EXPLICIT_LITTLE}", [value])]
+    parts = [({"Content-Type": f"application/octet-stream; transfer-syntax={EXPLICIT_LITTLE}",
+               "Content-Location": f"{url}/bulk/{where}"}, [value])]
     return Response(stream(parts, boundary), content_type=content_type("application/octet-stream", boundary))
 
 
@@ -204,16 +210,16 @@ def _bulk_value(path: Path, steps: list[str]) -> bytes | None:
 
 @dicomweb.get(f"{INSTANCE}/frames/<frame_list>")
 def frames(study: str, series: str, instance: str, frame_list: str) -> Response:
-    """Retrieve frames (PS3.18 10.4.1.1.3): the listed frames (``1,2,3``) of an instance, a part each."""
+    """Retrieve frames, a Pixel Data resource (PS3.18 10.4.3.3.6): the listed frames (``1,2,3``) of an instance, a part each."""
     check_parameters({"accept"})
     numbers = frame_numbers(frame_list)
     with transaction() as (session, user):
         row = stored_instances(session, user, study, series, instance)[0]
-    return _frames(path_of(row), row.transfer_syntax, instance, numbers)
+    return _frames(path_of(row), row.transfer_syntax, retrieve_url(base_url(), study, series, instance), numbers)
 
 
 def frame_numbers(frame_list: str) -> list[int]:
-    """The frame numbers of a frame list (PS3.18 10.4.1.1.3: positive integers, comma-separated)."""
+    """The frame numbers of a frame list (positive integers, comma-separated)."""
     try:
         numbers = [int(item) for item in frame_list.split(",")]
     except ValueError:
@@ -223,7 +229,9 @@ def frame_numbers(frame_list: str) -> list[int]:
     return numbers
 
 
-def _frames(path: Path, transfer_syntax: str, instance: str, numbers: list[int] | None) -> Response:
+def _frames(path: Path, transfer_syntax: str, url: str, numbers: list[int] | None) -> Response:
+    """The frames ``numbers`` (all when None) of the instance at ``url``, each part saying its frame URL."""
+    instance = url.rsplit("/", 1)[1]
     try:
         pixels = PixelFrames(path, transfer_syntax)
     except NoFrames:
@@ -244,7 +252,10 @@ def _frames(path: Path, transfer_syntax: str, instance: str, numbers: list[int] 
             _stored_frame_types(transfer_syntax),
         ) from None
     boundary = new_boundary()
-    parts = ((part_type, [frame]) for frame in chain([first], encoded))
+    parts = (
+        ({"Content-Type": part_type, "Content-Location": f"{url}/frames/{number}"}, [frame])
+        for number, frame in zip(numbers, chain([first], encoded), strict=True)
+    )
     return Response(stream(parts, boundary), content_type=content_type(part_type.split(";")[0], boundary))
 
 

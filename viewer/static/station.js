@@ -50,9 +50,17 @@ function tick() {
 
 let refreshing = false;
 
+// Refreshing stops once nobody has touched the page for as long as a session lasts: the list's own requests must
+// not keep an unattended computer signed in (an upload running counts as use).
+let lastActivity = Date.now();
+const idle = () => Date.now() - lastActivity > config.idleMinutes * 60_000;
+for (const name of ["pointerdown", "pointermove", "keydown", "wheel", "touchstart"]) {
+  window.addEventListener(name, () => { lastActivity = Date.now(); }, { passive: true });
+}
+
 /** Fetch this page again and put its list in place (status, time left and priority change as the centre works). */
-async function refreshList() {
-  if (refreshing || document.hidden) return;
+async function refreshList(automatic = false) {
+  if (refreshing || document.hidden || (automatic && idle() && !uploading)) return;
   refreshing = true;
   try {
     const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
@@ -312,6 +320,7 @@ function showSummary(stored, failures, skipped, stopped) {
 
 async function upload(files) {
   if (uploading || !files.length) return;
+  files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   uploading = true;
   chooseButton.disabled = true;
   banner.hidden = true;
@@ -408,7 +417,7 @@ if (config.mayUpload) {
   });
 }
 
-setInterval(refreshList, REFRESH_MS);
+setInterval(() => refreshList(true), REFRESH_MS);
 setInterval(tick, TICK_MS);
-window.addEventListener("focus", refreshList);
+window.addEventListener("focus", () => { lastActivity = Date.now(); refreshList(); });
 tick();

@@ -12,6 +12,14 @@ const RUNNING = ["open", "claimed"];
 let refreshing = null;
 let signedOut = false;
 
+// Refreshing stops once nobody has touched the page for as long as a session lasts: the list's own requests must
+// not keep an unattended computer signed in. The next touch refreshes (or finds the session ended).
+let lastActivity = Date.now();
+const idle = () => Date.now() - lastActivity > config.idleMinutes * 60_000;
+for (const name of ["pointerdown", "pointermove", "keydown", "wheel", "touchstart"]) {
+  window.addEventListener(name, () => { lastActivity = Date.now(); }, { passive: true });
+}
+
 // --- labels (literal t() calls, so the translation test can see every key) -----------------------------------
 
 function priorityLabel(priority) {
@@ -181,8 +189,8 @@ function worklistUrl() {
   return `/api/v1/worklist?${query}`;
 }
 
-async function refresh() {
-  if (signedOut || document.hidden) return;
+async function refresh(automatic = false) {
+  if (signedOut || document.hidden || (automatic && idle())) return;
   if (refreshing) return refreshing;
   refreshing = (async () => {
     try {
@@ -255,8 +263,8 @@ filtersForm.addEventListener("change", (event) => {
   location.assign(search ? `${filtersForm.action}?${search}` : filtersForm.action);
 });
 
-setInterval(refresh, REFRESH_MS);
+setInterval(() => refresh(true), REFRESH_MS);
 setInterval(tick, TICK_MS);
-window.addEventListener("focus", refresh);
-document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
+window.addEventListener("focus", () => { lastActivity = Date.now(); refresh(); });
+document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(true); });
 tick();
