@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from io import BytesIO
 from pathlib import Path
@@ -23,7 +23,7 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 from pydicom.pixels import pixel_array
 from pydicom.uid import generate_uid
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import sessionmaker
 from werkzeug.serving import make_server
 
@@ -111,6 +111,22 @@ def uids(results: list[dict[str, Any]], tag: str = "0020000D") -> list[str]:
     return [result[tag]["Value"][0] for result in results]
 
 
+def statements(web: Web, action: Callable[[], object]) -> int:
+    """How many SQL statements the web application runs while ``action`` calls it."""
+    engine = web.app.extensions["telerad.sessions"].kw["bind"]
+    seen: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        action()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(seen)
+
+
 def served(web: Web, uri: str) -> str:
     """A URI the server gave, on the test server's port (dicomweb-client sends a Host header without it)."""
     return web.url + uri.split("/dicomweb", 1)[1]
@@ -148,8 +164,8 @@ def assert_problem(response: requests.Response, status: int, parameter: str | No
 
 def test_search_matches_pages_and_shows_each_station_only_its_own(web: Web) -> None:
     data = shared_data()
-    wang, wang_files = web.study(CT, "DG_CT", 3, PatientName="Wang^XiaoDong=王^小东", SpecificCharacterSet="ISO_IR 192",
-                                 PatientID="DG-1", StudyDate="20260301", AccessionNumber="A100")
+    wang, wang_files = web.study(CT, "DG_CT", 3, PatientName="Wang^XiaoDong=王^小东", PatientID="DG-1",
+                                 SpecificCharacterSet="ISO_IR 192", StudyDate="20260301", AccessionNumber="A100")
     li, _ = web.study(CT, "DG_CT", PatientName="Li^Lei", PatientID="DG-2", StudyDate="20251231")
     zhao, _ = web.study(data / "xray/dx_image_highdicom_Fujifilm.dcm", "XH_DR", PatientName="Zhao^Min")
     dongguan = web.client("dongguan")
@@ -204,6 +220,9 @@ def test_search_matches_pages_and_shows_each_station_only_its_own(web: Web) -> N
     [alone] = dongguan.search_for_instances(search_filters={"SOPInstanceUID": sop})
     assert alone["00100010"]["Value"][0]["Alphabetic"] == "Wang^XiaoDong"  # all instances: study attributes too
     assert uids(dongguan.search_for_instances(wang, limit=2, offset=1), "00080018") == uids(instances, "00080018")[1:]
+
+    one = statements(web, lambda: dongguan.search_for_studies(limit=1, fields=["Manufacturer"]))
+    assert statements(web, lambda: dongguan.search_for_studies(fields=["Manufacturer"])) == one  # no query per result
 
 
 def test_search_parameters_are_checked_or_warned_about(web: Web) -> None:

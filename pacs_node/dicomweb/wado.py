@@ -4,7 +4,7 @@
   one part per instance, each the stored PS3.10 file byte for byte, read from disk as it is sent. A request
   without a ``transfer-syntax`` parameter (or with ``*``) gets every instance as stored, the part's
   Content-Type naming its transfer syntax; one that asks for Explicit VR Little Endian gets instances stored
-  otherwise decompressed into it; any other transfer syntax is answered 406.
+  otherwise decompressed into it (where pydicom can decode them); anything else is answered 406.
 - ``.../metadata`` (study, series, instance): ``application/dicom+json``, one object per instance
   (PS3.18 F.2), large binary values as ``BulkDataURI`` into ``.../instances/{i}/bulk/{path}``.
 - ``.../instances/{i}/frames/{list}``: ``multipart/related``, one part per frame — native
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from flask import Response
 from pydicom import dcmread
+from pydicom.pixels import get_decoder
 from pydicom.uid import UID, ExplicitVRBigEndian
 from sqlalchemy.orm import Session
 
@@ -96,9 +97,19 @@ def _send_as(choices: list[str], stored: str) -> str | None:
     for choice in choices:
         if choice in ("*", stored):
             return stored
-        if choice == EXPLICIT_LITTLE and stored != ExplicitVRBigEndian:
+        if choice == EXPLICIT_LITTLE and stored != ExplicitVRBigEndian and _decodable(stored):
             return EXPLICIT_LITTLE
     return None
+
+
+def _decodable(transfer_syntax: str) -> bool:
+    """Whether pydicom has a working decoder for pixel data in ``transfer_syntax`` (or needs none)."""
+    if not UID(transfer_syntax).is_compressed:
+        return True
+    try:
+        return get_decoder(UID(transfer_syntax)).is_available
+    except NotImplementedError:
+        return False
 
 
 def _file(path: Path) -> Iterator[bytes]:
@@ -210,7 +221,7 @@ def _bulk_value(path: Path, steps: list[str]) -> bytes | None:
 
 @dicomweb.get(f"{INSTANCE}/frames/<frame_list>")
 def frames(study: str, series: str, instance: str, frame_list: str) -> Response:
-    """Retrieve frames, a Pixel Data resource (PS3.18 10.4.3.3.6): the listed frames (``1,2,3``) of an instance, a part each."""
+    """Retrieve frames, a Pixel Data resource (PS3.18 10.4.3.3.6): the listed frames (``1,2,3``), a part each."""
     check_parameters({"accept"})
     numbers = frame_numbers(frame_list)
     with transaction() as (session, user):

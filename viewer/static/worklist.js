@@ -162,13 +162,14 @@ function renderRows(items, details, now) {
   rowsBody.replaceChildren(...items.map((item) => taskRow(item, details[item.task_id] ?? {}, now)));
 }
 
-function renderNotices(notices, items) {
+function renderNotices(notices, items, details) {
   const section = document.getElementById("notices");
   const byTask = new Map(items.map((item) => [item.task_id, item]));
   const list = document.getElementById("notice-list");
   list.replaceChildren(...notices.map((notice) => {
     const item = byTask.get(notice.task_id);
-    const about = item ? `${(item.patient.name || "").replaceAll("^", " ").trim()} · ${item.modality}` : t("Task {id}", { id: notice.task_id });
+    const patient = details[notice.task_id]?.patient ?? (item?.patient.name || "").replaceAll("^", " ").trim();
+    const about = item ? `${patient} · ${item.modality}` : t("Task {id}", { id: notice.task_id });
     return el("li", { class: `notice ${notice.kind}`, title: notice.message },
       el("strong", {}, noticeLabel(notice.kind)), " ",
       el("span", { class: "muted" }, localTime(new Date(notice.created_at), true)), " — ",
@@ -198,10 +199,10 @@ async function refresh(automatic = false) {
       let items = answer.items;
       if (config.view === "mine") items = items.filter(isMine);
       const ids = items.map((item) => `task=${item.task_id}`).join("&");
-      const details = ids ? await api("GET", `${config.details}?${ids}`) : {};
+      const details = (ids && (await api("GET", `${config.details}?${ids}`))) || {};
       const now = Date.now();
       renderRows(items, details, now);
-      renderNotices(answer.notifications, items);
+      renderNotices(answer.notifications, items, details);
       document.getElementById("updated").textContent = t("Updated {time}", { time: localTime(new Date(now)) });
       if (banner.dataset.kind === "refresh") hideBanner();
     } catch (error) {
@@ -209,7 +210,7 @@ async function refresh(automatic = false) {
         signedOut = true;
         showBanner(errorText(401), true);
       } else {
-        showBanner(error.status ? errorText(error.status) : t("No connection to the server. The list will try again by itself."));
+        showBanner(error.status ? t("Something went wrong. Please try again.") : t("No connection to the server. The list will try again by itself."));
         banner.dataset.kind = "refresh";
       }
     } finally {
