@@ -157,6 +157,7 @@ def test_the_ct_viewer_scrolls_windows_inverts_and_measures_a_length_in_millimet
     canvas, label = page.locator("#viewport"), page.locator("#slice-label")
 
     # slices 1, 2 and 3 are the three different real slices; the series repeats them
+    expect(page.locator("#series-loading")).to_be_hidden()  # every preview is in; the layout is settled
     first = wait_until_shown(page, slice="1", window="40,400", invert="false", zoom="1")
     assert looks_like_an_image(first), first
     box = canvas.bounding_box()
@@ -173,7 +174,8 @@ def test_the_ct_viewer_scrolls_windows_inverts_and_measures_a_length_in_millimet
     assert all(looks_like_an_image(shown) for shown in (second, third))
     page.mouse.wheel(0, -100)
     expect(label).to_have_text(f"2 / {CT_SLICES}")
-    assert wait_until_shown(page, slice="2")["hash"] == second["hash"]
+    again = wait_until_shown(page, slice="2")
+    assert again["hash"] == second["hash"], (again, second, first, third)
 
     slider = page.locator("#slice-slider")
     slider_box = slider.bounding_box()
