@@ -1,7 +1,8 @@
 """The attributes the archive index needs, read from an encoded DICOM instance.
 
-The dataset is parsed up to the pixel data (values are decoded lazily, only
-for the attributes read here), so the receiving path stays lean. Person names are decoded with the instance's
+The whole dataset is parsed (values are decoded lazily, only for the attributes
+read here), so the receiving path stays lean; uncompressed Pixel Data shorter
+than its image needs (a transfer cut short) is refused rather than kept. Person names are decoded with the instance's
 Specific Character Set (GB18030, GBK, ISO_IR 192, ...) and kept as Unicode.
 """
 
@@ -14,9 +15,12 @@ from io import BytesIO
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*", re.ASCII)  # PS3.5 9.1, at most 64 characters
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+
+
 class UnreadableInstance(ValueError):
     """The bytes are not a DICOM instance the archive can index; the message says why."""
 
@@ -50,13 +54,27 @@ class InstanceAttributes:
     priority: str
 
 
+def _check_native_pixel_length(ds: Dataset, transfer_syntax: str) -> None:
+    """Refuse uncompressed Pixel Data shorter than Rows × Columns × Samples × Frames × Bits Allocated (PS3.5 8.1.1)."""
+    if "PixelData" not in ds or not transfer_syntax or UID(transfer_syntax).is_compressed:
+        return
+    frames = int(ds.get("NumberOfFrames") or 1)
+    bits = int(ds.BitsAllocated) * int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * frames
+    expected, actual = (bits + 7) // 8, len(ds.PixelData)
+    if actual < expected:
+        raise UnreadableInstance(f"Pixel Data is truncated: {actual} of {expected} bytes")
+
+
 def read_attributes(data: bytes) -> InstanceAttributes:
     """Parse the indexed attributes of a PS3.10 file; raises :class:`UnreadableInstance`."""
     try:
-        ds = dcmread(BytesIO(data), stop_before_pixels=True)
+        ds = dcmread(BytesIO(data))
         transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.file_meta else ""
         values = {keyword: text_of(ds, keyword) for keyword in REQUIRED_UIDS}
-    except (InvalidDicomError, OSError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:
+        _check_native_pixel_length(ds, transfer_syntax)
+    except UnreadableInstance:
+        raise
+    except (AttributeError, InvalidDicomError, OSError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:
         raise UnreadableInstance(f"cannot parse dataset: {exc}") from exc
     missing = [keyword for keyword in REQUIRED_UIDS if not values[keyword]]
     if missing:

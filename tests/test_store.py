@@ -263,6 +263,12 @@ def test_unparseable_dataset_is_refused_and_node_keeps_serving(
     assert status.Status == 0
 
 
+def test_an_image_cut_short_in_its_pixel_data_is_refused(node: Receiver, config: Config, sessions, data: Path):
+    (status,) = send(config.dicom.port, "DG_CT", data / "edge/pydicom_MR_truncated.dcm")
+    assert status.Status == 0xC000 and status.ErrorComment == "Pixel Data is truncated: 8130 of 8192 bytes"
+    assert count(sessions, Instance) == 0 and count(sessions, Study) == 0
+
+
 def test_disk_failure_answers_out_of_resources(node: Receiver, config: Config, sessions, data: Path, tmp_path: Path):
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the storage folder should be")

@@ -241,17 +241,20 @@ def test_priors_are_the_same_persons_other_studies_the_caller_may_see(
     assert prior["site"]["code"] == "TS-XIHE" and prior["date"] == "2024-05-05" and prior["viewer"] == "image"
 
 
-def test_a_truncated_file_is_listed_but_its_pixels_are_a_422(
-    alliance: Alliance, data: Path, browser: Callable[[str], Browser]
+def test_a_stored_image_whose_pixels_cannot_be_decoded_is_listed_but_its_pixels_are_a_422(
+    alliance: Alliance, data: Path, tmp_path: Path, browser: Callable[[str], Browser]
 ) -> None:
-    try:
-        study_uid = alliance.study(data / "edge" / "pydicom_MR_truncated.dcm", "DG_CT").study_uid
-    except Exception as exc:  # noqa: BLE001 - the archive may refuse the file outright; then nothing is shown
-        pytest.skip(f"the archive does not accept the truncated file: {exc}")
+    # A real JPEG 2000 CT whose compressed frame is garbled after the archive's checks (which read no pixels).
+    ds = dcmread(data / "compressed" / "cs3d_CT2_J2KR_NEMA.dcm")
+    fragment_start = ds.PixelData.index(b"\xff\x4f\xff\x51")  # the J2K codestream's SOC and SIZ markers
+    ds.PixelData = ds.PixelData[:fragment_start] + bytes(64) + ds.PixelData[fragment_start + 64 :]
+    garbled = tmp_path / "garbled.dcm"
+    ds.save_as(garbled)
+    study_uid = alliance.study(garbled, "DG_CT").study_uid
     station = browser("dongguan")
     instance = series_instances(station.get(f"/viewer/studies/{study_uid}"))[0]
     body = assert_problem(station.get(frame_path(instance)), 422)
-    assert "cannot be decoded" in body["detail"] and "less than expected" in body["detail"]
+    assert "cannot be decoded" in body["detail"] and "JPEG 2000" in body["detail"]
 
 
 def test_the_ecg_has_twelve_leads_the_device_measurements_and_telerads_once_measured(
