@@ -24,6 +24,7 @@ def run_worker(config: Config, burst: bool = False) -> bool:
     """Work the event queue with rq's scheduler and, unless ``burst``, the cron scheduler beside it."""
     reading_queue.jobs.configure(config)
     viewer.jobs.configure(config)
+    viewer.jobs.subscribe()
     connection = broker.connect(config.redis.url)
     cron = None
     if not burst:

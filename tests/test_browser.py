@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from sqlalchemy.orm import sessionmaker
 
 import test_api
 from browser import LiveServer, WatchedPage, sign_in
@@ -26,6 +27,9 @@ from pacs_node.node import Receiver
 from telerad.config import Config
 from test_api import CT, ECG, Alliance
 from viewer import jobs as viewer_jobs
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 alliance = test_api.alliance  # stations send real files, the reading queue makes tasks, time is injected
 
@@ -62,7 +66,6 @@ SHOWS = """
 ([canvas, wanted]) => Object.entries(wanted).every(([name, value]) => canvas.dataset[name] === value)
 """
 
-
 # True once the viewer has loaded every slice's preview and put its progress bar away again.
 SERIES_LOADED = """
 (count) => {
@@ -72,18 +75,20 @@ SERIES_LOADED = """
 """
 
 
-def pixels(page: Any) -> dict[str, float]:
+def pixels(page: Page) -> dict[str, Any]:
+    """The viewport's pixels now (see ``CANVAS_PIXELS``)."""
     return page.locator("#viewport").evaluate(CANVAS_PIXELS)
 
 
-def wait_until_shown(page: Any, **wanted: str) -> dict[str, float]:
+def wait_until_shown(page: Page, **wanted: str) -> dict[str, Any]:
     """Wait until ``#viewport`` shows the full image with the wanted ``data-*`` values; return its pixels."""
     wanted = {"loaded": "full", **wanted}
     page.wait_for_function(SHOWS, arg=[page.locator("#viewport").element_handle(), wanted])
     return pixels(page)
 
 
-def looks_like_an_image(shown: dict[str, float]) -> bool:
+def looks_like_an_image(shown: dict[str, Any]) -> bool:
+    """Many grey levels and real contrast: not a blank, flat or barely drawn canvas."""
     return shown["levels"] > 32 and shown["variance"] > 100
 
 
@@ -109,7 +114,7 @@ def ct_stack(alliance: Alliance, node: Receiver, data: Path, tmp_path: Path) -> 
     return study_uid, paths
 
 
-def browser_at_service_time(watched: WatchedPage, alliance: Alliance) -> Any:
+def browser_at_service_time(watched: WatchedPage, alliance: Alliance) -> Page:
     """The watched page with its clock at the service's (injected) time, so countdowns agree."""
     watched.page.clock.set_fixed_time(alliance.now)
     return watched.page
@@ -132,7 +137,7 @@ def test_a_ct_reader_claims_the_task_from_the_worklist_and_the_viewer_opens_the_
 
     row = page.locator(f"#task-{task.id}")
     expect(row).to_contain_text("JANCT000")  # the patient
-    expect(row).to_contain_text("CT")
+    expect(row.locator("td").nth(3)).to_have_text("CT")
     expect(row).to_contain_text("等待阅片")
     countdown = row.locator(".left")
     expect(countdown).to_have_text(re.compile(r"^2[34] 小时 \d+ 分$"))  # a routine study: 24 hours to report
@@ -147,6 +152,7 @@ def test_a_ct_reader_claims_the_task_from_the_worklist_and_the_viewer_opens_the_
     expect(page.locator("#slice-label")).to_have_text(f"1 / {CT_SLICES}")
     expect(page.locator("#patient-line")).to_contain_text("JANCT000")
     expect(page.locator("#series-list button")).to_have_count(1)
+    expect(page.locator("#task-line")).to_contain_text("影像医师 李强 正在阅片")  # the claim is this reader's
     assert alliance.task(study_uid).state == "claimed"
     watched.screenshot("viewer-opened")
     watched.assert_clean(IGNORED)
@@ -249,7 +255,7 @@ def test_the_ct_viewer_scrolls_windows_inverts_and_measures_a_length_in_millimet
 
 
 def test_the_ecg_is_drawn_on_millimetre_paper_at_the_chosen_speed_and_gain_with_the_devices_measurements(
-    alliance: Alliance, config: Config, sessions: Any, live_server: LiveServer, watched: WatchedPage
+    alliance: Alliance, config: Config, sessions: sessionmaker, live_server: LiveServer, watched: WatchedPage
 ) -> None:
     from playwright.sync_api import expect
 
@@ -288,8 +294,8 @@ def test_the_ecg_is_drawn_on_millimetre_paper_at_the_chosen_speed_and_gain_with_
 
     def drawn() -> tuple[dict[str, float], dict[str, float]]:
         """V6 on paper (mm, the SVG's units) and on the screen (CSS pixels)."""
-        return v6.evaluate("(path) => { const b = path.getBBox(); return {width: b.width, height: b.height}; }"), \
-            v6.bounding_box()
+        paper = v6.evaluate("(path) => { const box = path.getBBox(); return {width: box.width, height: box.height}; }")
+        return paper, v6.bounding_box()
 
     paper_25, screen_25 = drawn()
     assert paper_25["width"] == pytest.approx(2.5 * 25, rel=0.01)  # a 2.5 s column at 25 mm/s
@@ -370,9 +376,9 @@ def test_a_station_sees_its_study_with_its_status_and_not_another_stations(
 ) -> None:
     from playwright.sync_api import expect
 
-    waiting = alliance.study(CT, "DG_CT", PatientName="Dong^Guan").study_uid
-    arriving = alliance.receive(CT, "DG_CT", PatientName="Wei^Dao")  # not complete yet: no task
     elsewhere = alliance.study(ECG, "XH_ECG", PatientName="Xi^He").study_uid
+    waiting = alliance.study(CT, "DG_CT", PatientName="Dong^Guan").study_uid
+    arriving = alliance.receive(CT, "DG_CT", PatientName="Wei^Dao", PatientID="DG-0002")  # still coming in
     page = browser_at_service_time(watched, alliance)
     sign_in(page, live_server.url, "dongguan", live_server.passwords["dongguan"])
     expect(page).to_have_url(f"{live_server.url}/station")
@@ -386,6 +392,7 @@ def test_a_station_sees_its_study_with_its_status_and_not_another_stations(
     assert row.locator(".left").evaluate("(node) => getComputedStyle(node).backgroundColor") == LATER
     new = page.locator(f'#studies tr[data-study-uid="{arriving}"]')
     expect(new.locator(".status")).to_have_text("已接收")
+    expect(new).to_contain_text("仍在接收")
     expect(new).to_contain_text("Wei Dao")
     expect(page.locator("#studies tr")).to_have_count(2)
     expect(page.locator(f'[data-study-uid="{elsewhere}"]')).to_have_count(0)

@@ -270,6 +270,7 @@ def ecg_handlers(monkeypatch: pytest.MonkeyPatch, config: Config, sessions) -> I
     for topic in jobs.TOPICS:
         monkeypatch.setitem(events._handlers, topic, [])  # noqa: SLF001
     jobs.configure(config, sessions)
+    jobs.subscribe()
     assert all(events._handlers[topic] == [jobs.on_study] for topic in jobs.TOPICS)  # noqa: SLF001
     yield
     jobs._context = None  # noqa: SLF001 - the next test configures its own

@@ -71,4 +71,6 @@ def init_app(app: Flask, compiled_dir: Path) -> None:
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(compile_catalogues(compiled_dir))
     app.config["BABEL_DEFAULT_LOCALE"] = "en"
     babel.init_app(app, locale_selector=_select_language)
-    app.context_processor(lambda: {"language": get_locale().language})
+    app.context_processor(
+        lambda: {"language": get_locale().language, "time_zone": current_app.extensions["telerad.config"].reading.timezone}
+    )

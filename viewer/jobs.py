@@ -66,16 +66,20 @@ _context: Context | None = None
 
 
 def configure(config: Config, sessions: sessionmaker | None = None) -> Context:
-    """Set up the jobs of this process and subscribe its handlers (the worker calls it before working).
-
-    Subscribing here rather than at import keeps the handlers out of processes
-    that merely import the viewer (the web app, other packages' tests).
-    """
+    """Set up the jobs of this process (the worker calls it, then :func:`subscribe`, before working)."""
     global _context
     _context = Context(sessions or make_session_factory(make_engine(config.database_url)), storage_for(config))
+    return _context
+
+
+def subscribe() -> None:
+    """Subscribe the handlers to the node's study events.
+
+    Explicit rather than at import, so processes that merely import the viewer
+    (the web app, other packages' tests) do not measure ECGs.
+    """
     for topic in TOPICS:
         events.subscribe(topic)(on_study)
-    return _context
 
 
 def context() -> Context:

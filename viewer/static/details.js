@@ -91,7 +91,9 @@ function taskLine(task, left) {
   priority.className = `priority ${task.priority}`;
   priority.textContent = t(PRIORITY[task.priority] ?? task.priority);
   const due = document.createElement("span");
-  const when = new Date(task.due_at).toLocaleString(document.documentElement.lang || undefined, { dateStyle: "short", timeStyle: "short" });
+  const when = new Date(task.due_at).toLocaleString(document.documentElement.lang || undefined, {
+    dateStyle: "short", timeStyle: "short", timeZone: document.documentElement.dataset.timeZone || undefined,
+  });
   due.textContent = t("due {when}", { when });
   const remaining = document.createElement("span");
   remaining.className = `left ${left.level}`;

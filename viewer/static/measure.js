@@ -99,10 +99,14 @@ export function drawMeasurements(context, measurements, toScreen, scale) {
     points.forEach((point) => context.fillRect(point.x - 3 * scale, point.y - 3 * scale, 6 * scale, 6 * scale));
     if (measurement.text) {
       const anchor = points[points.length - 1];
+      // Keep the label on the canvas: write it to the left of the point when it would run off the right edge.
+      const overflows = anchor.x + 8 * scale + context.measureText(measurement.text).width > context.canvas.width;
+      const x = overflows ? anchor.x - 8 * scale : anchor.x + 8 * scale;
+      context.textAlign = overflows ? "right" : "left";
       context.lineWidth = 4 * scale;
       context.strokeStyle = "rgba(0,0,0,.8)";
-      context.strokeText(measurement.text, anchor.x + 8 * scale, anchor.y - 6 * scale);
-      context.fillText(measurement.text, anchor.x + 8 * scale, anchor.y - 6 * scale);
+      context.strokeText(measurement.text, x, anchor.y - 6 * scale);
+      context.fillText(measurement.text, x, anchor.y - 6 * scale);
       context.lineWidth = 2 * scale;
     }
   }
