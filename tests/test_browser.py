@@ -20,18 +20,16 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy.orm import sessionmaker
 
-import test_api
 from browser import LiveServer, WatchedPage, sign_in
 from dicom_files import send, series_from
 from pacs_node.node import Receiver
 from telerad.config import Config
-from test_api import CT, ECG, Alliance
+from alliance import CT, ECG, Alliance
 from viewer import jobs as viewer_jobs
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-alliance = test_api.alliance  # stations send real files, the reading queue makes tasks, time is injected
 
 # What a page may report without failing its test, each with its reason.
 IGNORED = (

@@ -20,19 +20,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 from werkzeug.test import TestResponse
 
-import test_api
-import test_pages
 from dicom_files import copy_with_new_uids, send, series_from
 from pacs_node.node import Receiver
 from telerad.audit import AuditEvent
 from telerad.config import Config
-from test_api import CT, ECG, Alliance, assert_problem
-from test_pages import Browser, text_of
+from alliance import CT, ECG, Alliance, assert_problem
+from web_client import Browser, text_of
 from viewer import jobs
 
-alliance = test_api.alliance  # stations send real files, time is injected
-passwords = test_pages.passwords
-browser = test_pages.browser  # a browser signed in through the real /login form
 
 CT_SLICES = 6
 CT_PATIENT = "99000"

@@ -10,6 +10,7 @@ import reading_queue.tasks  # noqa: F401
 import telerad.audit  # noqa: F401
 import telerad.events  # noqa: F401
 import telerad.users  # noqa: F401
+import reports.models  # noqa: F401 - registers the report tables
 import viewer.ecg_measurements  # noqa: F401 - registers the ECG measurements table
 from telerad.db import Base, make_engine
 
