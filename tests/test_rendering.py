@@ -103,12 +103,8 @@ def test_lossless_encodings_decode_to_the_same_stored_values(name: str) -> None:
     assert np.array_equal(frame, dataset("MR_small.dcm").pixel_array)
 
 
-def test_open_image_from_bytes_equals_from_path() -> None:
-    path = pydicom_file("MR_small.dcm")
-    assert np.array_equal(open_image(Path(path).read_bytes()).stored_frame(0), open_image(path).stored_frame(0))
-
-
-def test_a_multiframe_image_decodes_only_the_frame_asked_for_and_only_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """The frame indexes pydicom is asked to decode from now on, in order."""
     decoded: list[int | None] = []
     real = viewer.pixels.pixel_array
 
@@ -117,6 +113,16 @@ def test_a_multiframe_image_decodes_only_the_frame_asked_for_and_only_once(monke
         return real(ds, **kwargs)
 
     monkeypatch.setattr(viewer.pixels, "pixel_array", spy)
+    return decoded
+
+
+def test_open_image_from_bytes_equals_from_path() -> None:
+    path = pydicom_file("MR_small.dcm")
+    assert np.array_equal(open_image(Path(path).read_bytes()).stored_frame(0), open_image(path).stored_frame(0))
+
+
+def test_a_multiframe_image_decodes_only_the_frame_asked_for_and_only_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded = count_decodes(monkeypatch)
     image = open_image(pydicom_file("emri_small.dcm"))
     assert image.frames == 10
     frame = image.stored_frame(4)
@@ -373,14 +379,7 @@ def test_an_unsupported_photometric_interpretation_is_named() -> None:
 
 
 def test_the_cache_decodes_once_for_many_concurrent_renders(monkeypatch: pytest.MonkeyPatch) -> None:
-    decoded: list[int | None] = []
-    real = viewer.pixels.pixel_array
-
-    def spy(ds: pydicom.Dataset, **kwargs: object) -> np.ndarray:
-        decoded.append(kwargs.get("index"))  # type: ignore[arg-type]
-        return real(ds, **kwargs)
-
-    monkeypatch.setattr(viewer.pixels, "pixel_array", spy)
+    decoded = count_decodes(monkeypatch)
     cache = ImageCache(64 * 2**20)
     path = pydicom_file("CT_small.dcm")
 
