@@ -4,6 +4,9 @@
 - a reader sees open tasks of their centre for modalities they read, and what they hold;
 - a consultant the same at the province, consults included;
 - a supervisor and an administrator see everything of their centre and the sites below it.
+- a study's report is written by the reader holding its reading task or the consultant holding a consult on it,
+  countersigned by an expert of the modality at or above the centre, read by a station only once signed for good,
+  and its critical finding acknowledged by the station.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from pacs_node.index import Study
 from reading_queue.assignment import eligible, mode_of
-from reading_queue.tasks import ReadingTask
+from reading_queue.tasks import ReadingTask, TaskState
 from telerad.config import ReadingSection
 from telerad.sites import Site, subtree_ids
 from telerad.users import User
@@ -85,3 +88,56 @@ def may_set_duty(session: Session, supervisor: User, reader: User) -> bool:
         and reader.site_id in subtree_ids(session, supervisor.site_id)
     )
 
+
+
+# --- reports (the reports package asks these; it passes plain values, as it sits above this package) ------------
+
+
+def writing_task(session: Session, user: User, study_pk: int, at: datetime) -> ReadingTask | None:
+    """The task through which ``user`` may write a study's report now: the reading task they hold, else a consult
+    on the study they hold. A claim whose lease has run out is not held."""
+    return session.scalar(
+        select(ReadingTask)
+        .where(
+            ReadingTask.study_pk == study_pk,
+            ReadingTask.holder_id == user.id,
+            ReadingTask.state == TaskState.CLAIMED,
+            or_(ReadingTask.lease_until.is_(None), ReadingTask.lease_until > at),
+        )
+        .order_by(ReadingTask.kind.desc(), ReadingTask.id)  # "read" before "consult"
+        .limit(1)
+    )
+
+
+def may_countersign(session: Session, user: User, task: ReadingTask, author_id: int | None) -> bool:
+    """Whether ``user`` may countersign (or amend) the report of ``task``: an active expert reader or consultant
+    qualified for its modality, at its reading centre or a centre above it, who is not the report's author."""
+    return (
+        user.active
+        and user.expert
+        and user.role in ("reader", "consultant")
+        and user.id != author_id
+        and task.modality in user.modalities
+        and task.centre_site_id in subtree_ids(session, user.site_id)
+    )
+
+
+def countersigners(session: Session, task: ReadingTask, author_id: int | None) -> list[User]:
+    """Everyone who may countersign the report of ``task`` (:func:`may_countersign`)."""
+    candidates = session.scalars(
+        select(User).where(User.expert.is_(True), User.active.is_(True), User.role.in_(("reader", "consultant")))
+    ).all()
+    return [user for user in candidates if may_countersign(session, user, task, author_id)]
+
+
+def may_read_report(session: Session, user: User, study: Study, state: str) -> bool:
+    """Whether ``user`` may read a study's report in ``state``: whoever sees the study, except that a station
+    reads it only once it is signed for good (``final`` or ``amended``), never a draft or a preliminary one."""
+    if not may_see_study(session, user, study):
+        return False
+    return user.role != "station" or state in ("final", "amended")
+
+
+def may_acknowledge_critical(session: Session, user: User, study: Study) -> bool:
+    """Whether ``user`` may acknowledge a critical finding in a study's report: staff of a station that sees it."""
+    return user.role == "station" and may_see_study(session, user, study)

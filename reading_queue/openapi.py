@@ -59,10 +59,11 @@ _PROBLEM_CODES = (400, 401, 403, 404, 409)
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
-        "title": "Telerad reading queue API",
+        "title": "Telerad API",
         "version": "1",
-        "description": "Worklist, claims, consults, urgency, study status and turnaround. Errors are RFC 9457 "
-                       "problem details. Times are ISO 8601 in UTC.",
+        "description": "Worklist, claims, consults, urgency, study status and turnaround; reports: the draft, "
+                       "signatures, addenda, critical findings, FHIR. Errors are RFC 9457 problem details. Times are "
+                       "ISO 8601 in UTC.",
     },
     "servers": [{"url": "/api/v1"}],
     "security": [{"bearerAuth": []}],
@@ -114,6 +115,60 @@ OPENAPI: dict[str, Any] = {
                 _query("until", "Signed before (as since).", _STRING),
             ],
         )},
+        "/report-templates": {"get": _operation(
+            "reportTemplates", "The installed report templates and critical-finding categories, for the editor",
+            (200, "ReportTemplates"), (),
+        )},
+        "/studies/{study_uid}/report": {
+            "get": {
+                **_operation(
+                    "getReport", "The study's report (or, before the first save, the proposed draft); with Accept: "
+                    "application/fhir+json the signed report as a FHIR R4 DiagnosticReport", (200, "Report"), (404, 409),
+                    parameters=[_STUDY_UID],
+                ),
+                "responses": {
+                    "200": {"description": "OK", "content": {
+                        "application/json": {"schema": _ref("Report")},
+                        "application/fhir+json": {"schema": _ref("DiagnosticReport")},
+                    }},
+                    **{str(code): {"$ref": f"#/components/responses/{_problem_name(code)}"} for code in (401, 404, 409)},
+                },
+            },
+            "put": _operation(
+                "saveReport", "Save the draft from the revision it was loaded at (a stale revision is a 409 carrying "
+                "the current one); a signed report is never changed", (200, "Report"), (400, 403, 404, 409),
+                parameters=[_STUDY_UID], requestBody=_json_body("ReportDraft"),
+            ),
+        },
+        "/studies/{study_uid}/report/sign": {"post": _operation(
+            "signReport", "The author signs with their password: final, or preliminary where a countersignature is "
+            "needed", (200, "Report"), (400, 403, 404, 409), parameters=[_STUDY_UID], requestBody=_json_body("Password"),
+        )},
+        "/studies/{study_uid}/report/countersign": {"post": _operation(
+            "countersignReport", "An expert countersigns a preliminary report: it becomes final", (200, "Report"),
+            (400, 403, 404, 409), parameters=[_STUDY_UID], requestBody=_json_body("Password"),
+        )},
+        "/studies/{study_uid}/report/cosign": {"post": _operation(
+            "cosignReport", "The consultant holding a consult co-signs the signed report and so answers the consult",
+            (200, "Report"), (400, 403, 404, 409), parameters=[_STUDY_UID], requestBody=_json_body("Cosignature"),
+        )},
+        "/studies/{study_uid}/report/addenda": {"post": _operation(
+            "addAddendum", "A signed addendum to a final report: it becomes amended, the original unchanged",
+            (201, "Report"), (400, 403, 404, 409), parameters=[_STUDY_UID], requestBody=_json_body("Addendum"),
+        )},
+        "/studies/{study_uid}/report/critical/ack": {"post": _operation(
+            "acknowledgeCritical", "The sending station acknowledges the report's critical finding",
+            (200, "CriticalAcknowledgement"), (403, 404, 409), parameters=[_STUDY_UID],
+        )},
+        "/studies/{study_uid}/report/pdf": {"get": {
+            **_operation("reportPdf", "The latest signed PDF of the report, byte for byte as signed", (200, "Report"),
+                         (404,), parameters=[_STUDY_UID]),
+            "responses": {
+                "200": {"description": "OK", "content": {"application/pdf": {"schema": {
+                    "type": "string", "contentMediaType": "application/pdf"}}}},
+                **{str(code): {"$ref": f"#/components/responses/{_problem_name(code)}"} for code in (401, 404)},
+            },
+        }},
         "/openapi.json": {"get": {
             "operationId": "openapi", "summary": "This document", "security": [],
             "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}},
@@ -213,6 +268,93 @@ OPENAPI: dict[str, Any] = {
             "ConsultAnswer": _object(
                 ("answer", "mode"), answer=_STRING, mode={"type": "string", "enum": list(ANSWER_MODES)},
             ),
+            "TemplateField": {"type": "object", "required": ["id", "type", "label", "label_en"], "properties": {
+                "id": _STRING, "type": {"type": "string", "enum": ["text", "choice", "number"]}, "label": _STRING,
+                "label_en": _STRING,
+                "options": {"type": "array", "items": _object(("value", "label", "label_en"), value=_STRING,
+                                                              label=_STRING, label_en=_STRING)},
+                "unit": _STRING, "unit_en": _STRING, "default": {}, "prefill": _nullable(_STRING),
+                "required": {"type": "boolean", "description": "Must be filled in before the report is signed."},
+            }},
+            "ReportTemplate": _object(
+                ("id", "name", "name_en", "modalities", "fields", "findings", "impression", "phrases"),
+                id=_STRING, name=_STRING, name_en=_STRING, modalities={"type": "array", "items": _STRING},
+                body_parts={"type": "array", "items": _STRING}, keywords={"type": "array", "items": _STRING},
+                default_for={"type": "array", "items": _STRING},
+                loinc=_object(("code", "display"), code=_STRING, display=_STRING),
+                sections={"type": "object"},
+                fields={"type": "array", "items": _ref("TemplateField")},
+                findings=_STRING, impression=_STRING,
+                phrases={"type": "array", "items": _object(
+                    ("label", "label_en", "section", "text"), label=_STRING, label_en=_STRING,
+                    section={"type": "string", "enum": ["findings", "impression"]}, text=_STRING)},
+            ),
+            "ReportTemplates": _object(
+                ("templates", "critical_categories"),
+                templates={"type": "array", "items": _ref("ReportTemplate")},
+                critical_categories={"type": "array", "items": _object(
+                    ("code", "name", "name_en"), code=_STRING, name=_STRING, name_en=_STRING)},
+            ),
+            "ReportDraft": _object(
+                ("revision",),
+                revision={"type": "integer", "minimum": 0,
+                          "description": "The revision the draft was loaded at (0 before the first save)."},
+                template_id=_STRING,
+                fields={"type": "object", "description": "Field values by field id: text, an option value, "
+                                                         "a number, or null."},
+                findings=_STRING, impression=_STRING, critical={"type": "boolean"}, critical_category=_STRING,
+            ),
+            "Password": _object(("password",), password={"type": "string", "minLength": 1}),
+            "Cosignature": _object(("password",), password={"type": "string", "minLength": 1}, answer=_STRING),
+            "Addendum": _object(("text", "password"), text={"type": "string", "minLength": 1},
+                                password={"type": "string", "minLength": 1}),
+            "CriticalNotice": _object(
+                ("category", "notified_at"), category=_STRING, notified_at=_TIME,
+                acknowledged_at=_nullable(_TIME), acknowledged_by=_nullable(_ref("Person")),
+                escalated_at=_nullable(_TIME),
+            ),
+            "CriticalAcknowledgement": {"allOf": [
+                _ref("CriticalNotice"), _object(("study_uid",), study_uid=_STRING),
+            ]},
+            "Report": _object(
+                ("study_uid", "saved", "state", "revision", "template_id", "fields", "findings", "impression",
+                 "critical", "critical_category", "signatures", "addenda", "may"),
+                study_uid=_STRING,
+                task_id=_nullable(_INT),
+                saved={"type": "boolean", "description": "False for the proposed draft before the first save."},
+                state={"type": "string", "enum": ["draft", "preliminary", "final", "amended"]},
+                revision=_INT,
+                template_id=_STRING,
+                template=_nullable(_ref("ReportTemplate")),
+                fields={"type": "object"},
+                findings=_STRING,
+                impression=_STRING,
+                critical={"type": "boolean"},
+                critical_category=_STRING,
+                author=_nullable(_ref("Person")),
+                created_at=_nullable(_TIME),
+                updated_at=_nullable(_TIME),
+                finalized_at=_nullable(_TIME),
+                awaiting=_nullable({"type": "string", "enum": ["countersign"]}),
+                signatures={"type": "array", "items": _object(
+                    ("id", "role", "signer", "signed_at"), id=_INT,
+                    role={"type": "string", "enum": ["author", "countersign", "cosign"]}, signer=_ref("Person"),
+                    signed_at=_TIME, addendum_id=_nullable(_INT), algorithm=_STRING, has_pdf={"type": "boolean"})},
+                addenda={"type": "array", "items": _object(
+                    ("id", "text", "author", "signed_at"), id=_INT, text=_STRING, author=_ref("Person"),
+                    created_at=_TIME, signed_at=_nullable(_TIME))},
+                critical_notice=_nullable(_ref("CriticalNotice")),
+                measurements=_nullable({"type": "object", "description": "The 12-lead ECG measurements the "
+                                        "template was prefilled from (source telerad or device)."}),
+                may={"type": "object", "additionalProperties": {"type": "boolean"}},
+            ),
+            "DiagnosticReport": {
+                "type": "object",
+                "description": "A FHIR R4 DiagnosticReport (https://hl7.org/fhir/R4/diagnosticreport.html).",
+                "required": ["resourceType", "status", "code"],
+                "properties": {"resourceType": {"const": "DiagnosticReport"},
+                               "status": {"type": "string", "enum": ["preliminary", "final", "amended"]}},
+            },
             "Turnaround": _object(
                 ("filters", "signed", "backlog"),
                 filters={"type": "object"},

@@ -6,14 +6,19 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from telerad.config import Config, ConfigError, load_config
 from telerad.db import make_engine, make_session_factory, upgrade
 from telerad.users import MODALITIES, ROLES, UserError, add_user, create_token
+
+if TYPE_CHECKING:
+    from reports.canonical import Verification
 
 
 def _load(ctx: click.Context) -> Config:
@@ -166,3 +171,52 @@ def token_create(ctx: click.Context, name: str) -> None:
     except UserError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(issued)
+
+
+@main.group()
+def report() -> None:
+    """Signed reports."""
+
+
+@report.command("verify")
+@click.option("--study", "study_uids", multiple=True, metavar="UID", help="Study Instance UID (repeatable).")
+@click.option("--all", "every", is_flag=True, help="Every signature in the archive.")
+@click.pass_context
+def report_verify(ctx: click.Context, study_uids: tuple[str, ...], every: bool) -> None:
+    """Check report signatures: the detached signature over the canonical form, the signer's certificate, every
+    signed field against the database now, and the signed PDF. Exits 1 naming each changed field if any fails."""
+    if not study_uids and not every:
+        raise click.UsageError("give --study UID (repeatable) or --all")
+    config = _load(ctx)
+    checked = failed = 0
+    with _sessions(config)() as session:
+        for result in _verifications(session, config, study_uids, every):
+            checked += 1
+            failed += not result.ok
+            click.echo(
+                f"{'OK  ' if result.ok else 'FAIL'} study {result.study_uid} signature {result.signature_id} "
+                f"({result.role}, {result.signer}, {result.signed_at.isoformat()})"
+            )
+            for line in result.lines():
+                click.echo(f"     {line}")
+    click.echo(f"{checked} signature(s) checked, {failed} failed")
+    if failed:
+        ctx.exit(1)
+
+
+def _verifications(
+    session: Session, config: Config, study_uids: tuple[str, ...], every: bool
+) -> Iterator[Verification]:
+    from reports.signing import verify_all, verify_study
+
+    if every:
+        yield from verify_all(session, config)
+        return
+    for study_uid in study_uids:
+        try:
+            found = verify_study(session, config, study_uid)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from None
+        if not found:
+            raise click.ClickException(f"study {study_uid} has no signed report")
+        yield from found

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator,
+)
 
 ENV_PREFIX = "TELERAD_"
 _AE_TITLE = re.compile(r"[A-Za-z0-9_.-]([A-Za-z0-9_. -]{0,14}[A-Za-z0-9_.-])?")
@@ -199,6 +201,107 @@ class ReadingSection(_Section):
         return value
 
 
+class DeliverySection(_Section):
+    """How signed reports go back to the station (``reports.delivery``).
+
+    A delivery that fails is tried again after each of ``retry_minutes`` in turn; after the last it is failed
+    for good, with the reason. ``send_text_sr`` adds a Basic Text SR beside the Encapsulated PDF;
+    ``webhook_url`` (empty: none) receives each signed report as a FHIR R4 DiagnosticReport.
+    """
+
+    retry_minutes: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0, 240.0)
+    send_text_sr: bool = False
+    webhook_url: str = ""
+    timeout: float = Field(30.0, gt=0)
+    sweep_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("retry_minutes")
+    @classmethod
+    def _pauses(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(minutes <= 0 for minutes in value):
+            raise ValueError("retry pauses must be greater than 0 minutes")
+        return value
+
+
+class CriticalCategory(_Section):
+    """A kind of critical finding (危急值) a reader can flag, with its names in Chinese and English."""
+
+    code: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")
+    name: str = Field(min_length=1)
+    name_en: str = ""
+
+
+#: Critical findings of imaging and ECG (影像、心电危急值) commonly listed by Chinese hospitals.
+DEFAULT_CRITICAL_CATEGORIES = (
+    CriticalCategory(code="intracranial_haemorrhage", name="颅内出血", name_en="Intracranial haemorrhage"),
+    CriticalCategory(code="brain_herniation", name="脑疝", name_en="Brain herniation"),
+    CriticalCategory(code="acute_stroke", name="急性大面积脑梗死", name_en="Acute large-territory infarction"),
+    CriticalCategory(code="pneumothorax", name="张力性气胸或大量气胸", name_en="Tension or large pneumothorax"),
+    CriticalCategory(code="aortic_dissection", name="主动脉夹层或动脉瘤破裂", name_en="Aortic dissection or ruptured aneurysm"),
+    CriticalCategory(code="pulmonary_embolism", name="肺栓塞", name_en="Pulmonary embolism"),
+    CriticalCategory(code="gi_perforation", name="消化道穿孔（膈下游离气体）", name_en="Bowel perforation (free air)"),
+    CriticalCategory(code="organ_rupture", name="肝、脾、肾等实质脏器破裂", name_en="Solid organ rupture"),
+    CriticalCategory(code="spinal_cord_injury", name="脊柱骨折伴脊髓损伤", name_en="Spinal fracture with cord injury"),
+    CriticalCategory(code="acute_mi", name="急性心肌梗死（ST段抬高）", name_en="Acute myocardial infarction (ST elevation)"),
+    CriticalCategory(code="malignant_arrhythmia", name="恶性心律失常（室速、室颤、心脏停搏）",
+                     name_en="Malignant arrhythmia (VT, VF, asystole)"),
+    CriticalCategory(code="high_grade_av_block", name="高度或三度房室传导阻滞", name_en="High-grade or complete AV block"),
+    CriticalCategory(code="extreme_rate", name="严重心动过缓（<40次/分）或心动过速（>180次/分）",
+                     name_en="Extreme bradycardia (<40/min) or tachycardia (>180/min)"),
+    CriticalCategory(code="other", name="其他危急情况", name_en="Other critical finding"),
+)
+
+
+class ReportsSection(_Section):
+    """Report templates, signatures and critical findings (the ``reports`` package).
+
+    ``countersign_sites``: codes of reading centres where a junior reader's report (a reader who is not
+    ``expert``) is ``preliminary`` after its author signs, until an expert of the modality at that centre or
+    above it (the province's consultant) countersigns it.
+    ``critical_ack_minutes``: how long the sending station has to acknowledge a critical finding before the
+    centre's supervisors are told (once). ``critical_categories``: the kinds of critical finding a reader picks
+    from. ``templates_dir``: a folder of extra report templates (``*.yaml``, relative to this file) an
+    administrator adds without code; a template there with the id of a built-in one replaces it.
+    """
+
+    countersign_sites: tuple[str, ...] = ()
+    critical_ack_minutes: float = Field(30.0, gt=0)
+    critical_categories: tuple[CriticalCategory, ...] = Field(DEFAULT_CRITICAL_CATEGORIES, min_length=1)
+    templates_dir: Path | None = None
+
+    @field_validator("critical_categories")
+    @classmethod
+    def _unique_codes(cls, value: tuple[CriticalCategory, ...]) -> tuple[CriticalCategory, ...]:
+        codes = [category.code for category in value]
+        if len(set(codes)) != len(codes):
+            raise ValueError("category codes must be unique")
+        return value
+
+
+class SigningSection(_Section):
+    """Report signatures (``reports.keys``): who issues readers' certificates, which CAs are trusted.
+
+    With ``ca_certificate`` and ``ca_key`` (PEM files, relative to this file; the key encrypted with
+    ``ca_key_password`` when set) each reader's certificate is issued by the hospital's CA; with ``ca_certificate``
+    alone that CA is trusted for keys imported from the PKCS#12 files it issued. ``demo_ca`` makes (once per data
+    directory, in ``ca/``) and trusts a self-signed demo CA that certifies readers who have neither.
+    ``certificate_days``: how long a reader's certificate issued here is valid.
+    """
+
+    ca_certificate: Path | None = None
+    ca_key: Path | None = None
+    ca_key_password: str = ""
+    demo_ca: bool = True
+    certificate_days: int = Field(1825, ge=1)
+
+    @field_validator("ca_key")
+    @classmethod
+    def _key_has_certificate(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("ca_certificate") is None:
+            raise ValueError("needs signing.ca_certificate (the CA's certificate) as well")
+        return value
+
+
 class Config(_Section):
     """The whole configuration of one Telerad installation."""
 
@@ -209,6 +312,9 @@ class Config(_Section):
     web: WebSection = WebSection()
     identity: IdentitySection = IdentitySection()
     reading: ReadingSection = ReadingSection()
+    delivery: DeliverySection = DeliverySection()
+    reports: ReportsSection = ReportsSection()
+    signing: SigningSection = SigningSection()
     sites: tuple[SiteConfig, ...] = ()
     users: tuple[UserConfig, ...] = ()
 
@@ -245,6 +351,9 @@ class Config(_Section):
         for index, centre in enumerate(self.reading.centres):
             if centre.site not in codes or codes[centre.site].level not in ("county", "province"):
                 raise ValueError(f"reading.centres[{index}].site: {centre.site!r} is not a county or province site")
+        for index, code in enumerate(self.reports.countersign_sites):
+            if code not in codes or codes[code].level not in ("county", "province"):
+                raise ValueError(f"reports.countersign_sites[{index}]: {code!r} is not a county or province site")
         for index, shift in enumerate(self.reading.duty):
             if shift.user not in users:
                 raise ValueError(f"reading.duty[{index}].user: unknown user {shift.user!r}")
@@ -322,4 +431,14 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     data_dir = config.service.data_dir
     if not data_dir.is_absolute():
         data_dir = path.resolve().parent / data_dir
-    return config.model_copy(update={"service": config.service.model_copy(update={"data_dir": data_dir})})
+    templates_dir = config.reports.templates_dir
+    if templates_dir is not None and not templates_dir.is_absolute():
+        templates_dir = path.resolve().parent / templates_dir
+    return config.model_copy(update={
+        "service": config.service.model_copy(update={"data_dir": data_dir}),
+        "reports": config.reports.model_copy(update={"templates_dir": templates_dir}),
+        "signing": config.signing.model_copy(update={
+            key: path.resolve().parent / value
+            for key in ("ca_certificate", "ca_key") if (value := getattr(config.signing, key)) is not None
+        }),
+    })

@@ -20,6 +20,7 @@ from pacs_node.index import Instance, Study
 from pacs_node.node import archive_for
 from reading_queue.access import visible_studies
 from reading_queue.api import api
+from reports.api import reports_api
 from reading_queue.tasks import ReadingTask, TaskState
 from telerad import auth, clock
 from telerad.config import Config
@@ -61,6 +62,7 @@ def create_app(config: Config) -> Flask:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(api)
+    app.register_blueprint(reports_api)  # reports: draft, signatures, addenda, critical findings, FHIR
     for blueprint in (pages, worklist, station, study):
         app.register_blueprint(blueprint)
     app.register_blueprint(ohif)  # OHIF Viewer at /ohif/ when web.ohif_dir is set

@@ -86,7 +86,7 @@ def page(study_uid: str) -> str:
             kind = viewer_kind(visible_study(session, user, study_uid))
         except NotVisible:
             abort(404)
-    messages = (*SHARED_MESSAGES, *(ECG_MESSAGES if kind == "ecg" else IMAGE_MESSAGES))
+    messages = (*SHARED_MESSAGES, *REPORT_MESSAGES, *(ECG_MESSAGES if kind == "ecg" else IMAGE_MESSAGES))
     return render_template(
         "ecg.html" if kind == "ecg" else "study.html",
         study_uid=study_uid,
@@ -337,4 +337,28 @@ ECG_MESSAGES = (
     N_("Telerad's figures come from a median beat of all twelve leads ({beats} beats)."),
     N_("Telerad could not measure this ECG: {reason}"),
     N_("This study holds no ECG waveform."), N_("The ECG cannot be shown: {reason}"),
+)
+
+#: report.js, the report editor on both pages (translated in report.po).
+REPORT_MESSAGES = (
+    N_("Draft"), N_("Preliminary: waiting for the countersignature"), N_("Final"), N_("Final, with addenda"),
+    N_("Signed by"), N_("Countersigned by"), N_("Co-signed by"), N_("Addendum by"),
+    N_("Sign the report"), N_("Sign"), N_("The report is not signed: {reason}"),
+    N_("Countersign the report"), N_("Countersign"), N_("The report is not countersigned: {reason}"),
+    N_("Sign the addendum"), N_("The addendum is not signed: {reason}"),
+    N_("Co-sign the report"), N_("Co-sign"), N_("The report is not co-signed: {reason}"),
+    N_("Saved {time}"), N_("Saving…"), N_("Not saved yet"), N_("Not saved: {reason}"), N_("Signed {time}"),
+    N_("The draft saves itself as you type."), N_("Read only: you may not write this report."),
+    N_("Signed: the report can no longer be changed."), N_("Signed by {name} at {time}"),
+    N_("The report was changed elsewhere (revision {revision}); the saved version is shown again."),
+    N_("Your last changes were not saved."), N_("The report was signed elsewhere; it can no longer be changed."),
+    N_("The report could not be loaded: {reason}"), N_("the server cannot be reached"),
+    N_("Choose the category of the critical finding before signing."),
+    N_("The draft could not be saved, so it cannot be signed yet."), N_("Write the addendum first."),
+    N_("Enter your password."), N_("Wrong password: nothing was signed. Enter the password you sign in with."),
+    N_("You may not do this: {reason}"),
+    N_("Rate, intervals and axis are prefilled from Telerad's own measurements."),
+    N_("Rate, intervals and axis are prefilled from the ECG device's measurements (Telerad could not measure this "
+       "tracing)."),
+    N_("Telerad is still measuring this ECG: open the report again in a moment for the figures."),
 )

@@ -82,6 +82,35 @@ async function refreshList(automatic = false) {
   }
 }
 
+// --- the signed report ----------------------------------------------------------------------------------------
+
+/** Print the signed PDF without leaving the page: load it in a hidden frame and print that frame; where the browser
+ * will not print a PDF from a frame, open it in a new tab to print from there. */
+function printReport(url) {
+  document.getElementById("print-frame")?.remove();
+  const frame = document.createElement("iframe");
+  frame.id = "print-frame";
+  frame.title = t("Print");
+  // Out of sight but rendered: a PDF viewer in a frame that is not displayed at all prints a blank page.
+  Object.assign(frame.style, { position: "fixed", right: "0", bottom: "0", width: "0", height: "0", border: "0" });
+  frame.addEventListener("load", () => {
+    try {
+      frame.contentWindow.focus();
+      frame.contentWindow.print();
+    } catch {
+      showMessage(t("The report could not be printed here. It opens in a new tab: print it from there."));
+      window.open(url, "_blank", "noopener");
+    }
+  });
+  frame.src = url;
+  document.body.append(frame);
+}
+
+document.getElementById("studies-card").addEventListener("click", (event) => {
+  const button = event.target.closest("button.print-report");
+  if (button) printReport(button.dataset.pdf);
+});
+
 document.getElementById("studies-card").addEventListener("click", async (event) => {
   const button = event.target.closest("button.mark");
   if (!button) return;
