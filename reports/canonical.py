@@ -25,7 +25,6 @@ against the one rebuilt now from the database, naming each field that differs by
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -42,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from pacs_node.index import Study
 from reading_queue.tasks import ReadingTask
-from reports.keys import ReaderSigner, certificate_problem, to_asn1
+from reports.keys import ReaderSigner, certificate_problem, run_coroutine, to_asn1
 from reports.models import Report, ReportAddendum, ReportSignature
 from telerad.sites import Site
 from telerad.users import User
@@ -161,7 +160,7 @@ def canonical_bytes(document: dict[str, Any]) -> bytes:
 
 def sign_detached(data: bytes, signer: ReaderSigner, signed_at: datetime) -> bytes:
     """A detached CMS SignedData (RFC 5652) over ``data`` by ``signer``, DER; signing-time is ``signed_at``."""
-    content = asyncio.run(
+    content = run_coroutine(
         signer.cms_signer().async_sign_general_data(
             data, "sha256", detached=True, signed_attr_settings=PdfCMSSignedAttributes(signing_time=signed_at)
         )

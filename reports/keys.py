@@ -15,6 +15,9 @@ old signatures stay valid, as they were made while the key was in force. At most
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -42,6 +45,22 @@ from telerad.users import User
 #: The key usages a certificate must assert (either) to sign reports (RFC 5280 4.2.1.3): PDF validators such as
 #: pyHanko's want one of them asserted, so a certificate without the extension is refused too.
 SIGNING_USAGES = ("digital_signature", "content_commitment")
+
+T = TypeVar("T")
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one of pyHanko's coroutines to completion from synchronous code.
+
+    In a thread that already runs an event loop (an asyncio server, or Playwright's sync API in the tests),
+    ``asyncio.run`` refuses, so the coroutine runs on a fresh loop in a short-lived thread instead.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyhanko") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
 
 
 class WrongPassword(Exception):
@@ -116,7 +135,7 @@ def certificate_problem(
         to_asn1(certificate), intermediate_certs=[to_asn1(other) for other in chain], validation_context=context
     )
     try:
-        asyncio.run(validator.async_validate_path())
+        run_coroutine(validator.async_validate_path())
     except PathBuildingError:
         return f"not issued by a trusted CA (issuer {certificate.issuer.rfc4514_string()!r})"
     except (PathValidationError, ValidationError) as exc:

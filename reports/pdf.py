@@ -14,7 +14,6 @@ carrying the signer's certificate and its chain up to the CA, with the server's 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import io
 import math
@@ -46,7 +45,7 @@ from sqlalchemy.orm import Session
 
 from pacs_node.index import Instance, Series, Study
 from pacs_node.storage import FileStorage
-from reports.keys import ReaderSigner, fingerprint, to_asn1
+from reports.keys import ReaderSigner, fingerprint, run_coroutine, to_asn1
 from viewer.ecg import Ecg, EcgError, read_ecg
 from viewer.pixels import RenderError
 from viewer.rendering import open_image, render
@@ -210,7 +209,7 @@ def sign_pdf(
         await after.post_signature_processing(output)
         return output
 
-    return asyncio.run(sign()).getvalue()
+    return run_coroutine(sign()).getvalue()
 
 
 def validate_pdf(
@@ -229,7 +228,7 @@ def validate_pdf(
         return [f"the stored PDF holds {len(signatures)} signatures, not one"]
     context = ValidationContext(trust_roots=[to_asn1(root) for root in trust_roots], moment=moment)
     usage = KeyUsageConstraints(key_usage={"digital_signature", "non_repudiation"})  # either, as keys.SIGNING_USAGES
-    status = asyncio.run(
+    status = run_coroutine(
         async_validate_pdf_signature(signatures[0], signer_validation_context=context, key_usage_settings=usage)
     )
     problems = []

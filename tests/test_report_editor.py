@@ -25,6 +25,7 @@ from sqlalchemy.orm import sessionmaker
 
 from alliance import CT, ECG, Alliance
 from browser import LiveServer, Problem, WatchedPage, sign_in
+from conftest import make_config
 from dicom_files import send, series_from
 from pacs_node.index import Instance, Series, Study
 from pacs_node.node import Receiver
@@ -44,6 +45,19 @@ FINDINGS = "胸廓对称，气管居中。右肺上叶见一实性小结节，�
 IMPRESSION = "右肺上叶实性小结节；"
 PHRASE = "右侧气胸，肺组织压缩约50%。"  # ct-chest.yaml's impression phrase "气胸"
 SAVED = re.compile(r"^已保存 \d\d:\d\d$")
+
+
+@pytest.fixture
+def countersign_sites() -> tuple[str, ...]:
+    """Reading centres where a junior reader's report waits for a senior's countersignature (none, unless a test
+    parametrizes this)."""
+    return ()
+
+
+@pytest.fixture
+def config(tmp_path: Path, database_url: str, countersign_sites: tuple[str, ...]) -> Config:
+    """conftest's configuration, with ``reports.countersign_sites`` as the test asks."""
+    return make_config(tmp_path, database_url, TELERAD_REPORTS_COUNTERSIGN_SITES=f"[{', '.join(countersign_sites)}]")
 
 
 @pytest.fixture
@@ -318,6 +332,28 @@ def test_an_ecg_reader_finds_rate_and_intervals_prefilled_from_the_measurements(
     assert {key: saved["fields"][field_id] for field_id, key in
             (("heart_rate", "heart_rate"), ("pr", "pr_ms"), ("qrs", "qrs_ms"), ("qt", "qt_ms"))} == measured
 
+    # saved meanwhile from another window: the editor's next save is stale (409), it shows the server's version
+    elsewhere = "另一窗口写入的所见。"
+    other_window = alliance.client.put(
+        f"/api/v1/studies/{study_uid}/report", json={"revision": saved["revision"], "findings": elsewhere},
+        headers={"Authorization": f"Bearer {alliance.token('reader-ecg')}"},
+    )
+    assert other_window.status_code == 200, other_window.get_data(as_text=True)
+    page.locator("#report-findings").fill("这段文字晚于另一窗口。")
+    notice = page.locator("#report-notice")
+    expect(notice).to_contain_text(f"报告已在别处被修改（第 {saved['revision'] + 1} 版）")
+    expect(notice).to_contain_text("您最后的修改没有保存。")
+    expect(page.locator("#report-findings")).to_have_value(elsewhere)
+    expect(panel).to_have_attribute("data-state", "draft")
+    watched.screenshot("stale-revision")
+    page.locator("#report-findings").fill(elsewhere + "窦性心律。")  # writing goes on from the server's version
+    wait_saved(page)
+    assert report(alliance, study_uid, "reader-ecg")["findings"] == elsewhere + "窦性心律。"
+    report_url = f"{live_server.url}/api/v1/studies/{study_uid}/report"
+    stale = [problem for problem in watched.problems if problem.url == report_url and "409" in problem.text]
+    assert stale and any(problem.text == "PUT 409" for problem in stale), watched.problems
+    watched.problems = [problem for problem in watched.problems if problem not in stale]
+
     # in English on request: the template's English labels, the editor's own words
     page.goto(f"{live_server.url}/studies/{study_uid}?lang=en")
     expect(page.locator("#report-title")).to_have_text("Report")
@@ -330,6 +366,57 @@ def test_an_ecg_reader_finds_rate_and_intervals_prefilled_from_the_measurements(
     expect(page.locator("#report-sign")).to_have_text("Sign the report…")
     expect(impression).to_have_value("窦性心律；一度房室传导阻滞。")  # the report itself stays as written
     watched.screenshot("ecg-report-english")
+    watched.assert_clean(IGNORED)
+
+
+@pytest.mark.parametrize("countersign_sites", [("CNTY",)])
+def test_a_junior_readers_report_waits_for_the_seniors_countersignature(
+    alliance: Alliance, config: Config, sessions: sessionmaker, live_server: LiveServer, watched: WatchedPage
+) -> None:
+    """At a centre that wants countersignatures, the junior ECG reader's signature makes the report preliminary;
+    the senior opens it, sees the Countersign button (the junior did not), countersigns: final, both signed."""
+    from playwright.sync_api import expect
+
+    study_uid, _measured = ecg_study(alliance, config, sessions)
+    claimed = alliance.post(f"/tasks/{alliance.task(study_uid).id}/claim", "reader-ecg")
+    assert claimed.status_code == 200, claimed.get_data(as_text=True)
+    page = browser_at_service_time(watched, alliance)
+    sign_in(page, live_server.url, "reader-ecg", live_server.passwords["reader-ecg"], f"/studies/{study_uid}")
+    panel = page.locator("#report")
+    expect(panel).to_have_attribute("data-state", "draft")
+    page.locator("#report-impression").fill("窦性心律；正常心电图。")
+    wait_saved(page)
+    page.locator("#report-sign").click()
+    page.locator("#sign-password").fill(live_server.passwords["reader-ecg"])
+    page.locator("#sign-confirm").click()
+    expect(panel).to_have_attribute("data-state", "preliminary")
+    expect(page.locator("#report-state")).to_have_text("初步报告：等待审核签名")
+    expect(page.locator("#report-signatures li")).to_have_text(re.compile("^报告医师 心电医师 张敏 "))
+    expect(page.locator("#report-countersign")).to_be_hidden()  # not the author's to countersign
+    expect(page.locator("#report-impression")).not_to_be_editable()
+    panel_shot(watched, "panel-preliminary")
+
+    page.get_by_role("button", name="退出").click()
+    expect(page.locator("#password")).to_be_visible()  # the sign-in page has loaded: nothing of it is cut short
+    page.wait_for_load_state()
+    sign_in(page, live_server.url, "senior-ecg", live_server.passwords["senior-ecg"], f"/studies/{study_uid}")
+    expect(panel).to_have_attribute("data-state", "preliminary")
+    countersign = page.locator("#report-countersign")
+    expect(countersign).to_be_visible()
+    countersign.click()
+    expect(page.locator("#sign-title")).to_have_text("审核签名")
+    page.locator("#sign-password").fill(live_server.passwords["senior-ecg"])
+    page.locator("#sign-confirm").click()
+    expect(page.locator("#sign-dialog")).to_be_hidden()
+    expect(panel).to_have_attribute("data-state", "final")
+    signatures = page.locator("#report-signatures li")
+    expect(signatures).to_have_count(2)
+    expect(signatures.nth(0)).to_contain_text("报告医师 心电医师 张敏")
+    expect(signatures.nth(1)).to_contain_text("审核医师 心电主任 孙红")
+    expect(countersign).to_be_hidden()
+    signed = report(alliance, study_uid, "senior-ecg")
+    assert signed["state"] == "final" and [s["role"] for s in signed["signatures"]] == ["author", "countersign"]
+    panel_shot(watched, "panel-countersigned")
     watched.assert_clean(IGNORED)
 
 

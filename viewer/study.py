@@ -342,7 +342,8 @@ ECG_MESSAGES = (
 #: report.js, the report editor on both pages (translated in report.po).
 REPORT_MESSAGES = (
     N_("Draft"), N_("Preliminary: waiting for the countersignature"), N_("Final"), N_("Final, with addenda"),
-    N_("Signed by"), N_("Countersigned by"), N_("Co-signed by"), N_("Addendum by"),
+    N_("Signed by"), N_("Countersigned by"), N_("Co-signed by"),
+    N_("You have been signed out. Sign in again, then try once more."),  # translated in worklist.po
     N_("Sign the report"), N_("Sign"), N_("The report is not signed: {reason}"),
     N_("Countersign the report"), N_("Countersign"), N_("The report is not countersigned: {reason}"),
     N_("Sign the addendum"), N_("The addendum is not signed: {reason}"),
@@ -354,6 +355,7 @@ REPORT_MESSAGES = (
     N_("Your last changes were not saved."), N_("The report was signed elsewhere; it can no longer be changed."),
     N_("The report could not be loaded: {reason}"), N_("the server cannot be reached"),
     N_("Choose the category of the critical finding before signing."),
+    N_("Fill in {field} before signing."),
     N_("The draft could not be saved, so it cannot be signed yet."), N_("Write the addendum first."),
     N_("Enter your password."), N_("Wrong password: nothing was signed. Enter the password you sign in with."),
     N_("You may not do this: {reason}"),

@@ -20,7 +20,7 @@ const STATES = {
   final: "Final",
   amended: "Final, with addenda",
 };
-const ROLES = { author: "Signed by", countersign: "Countersigned by", cosign: "Co-signed by", addendum: "Addendum by" };
+const ROLES = { author: "Signed by", countersign: "Countersigned by", cosign: "Co-signed by" };
 const SIGNED = new Set(["preliminary", "final", "amended"]);
 
 const $ = (id) => document.getElementById(id);
@@ -61,25 +61,17 @@ const urls = (() => {
 
 // --- small helpers -------------------------------------------------------------------------------
 
-/** Text in the page's language from a `{zh, en}` pair (or a plain string). */
-function localized(value) {
-  if (value == null) return "";
-  if (typeof value !== "object") return String(value);
-  return value[LANG] ?? value.zh ?? value.en ?? "";
-}
-
-/** `item[key]` in the page's language: `key_en` in English, else `key` (written in Chinese), `key_zh`, or `{zh, en}`. */
+/** `item[key]` in the page's language: templates write `key` in Chinese and `key_en` in English. */
 function pick(item, key) {
-  if (item == null || typeof item !== "object") return null;
-  const names = LANG === "en" ? [`${key}_en`, key, `${key}_zh`] : [key, `${key}_zh`, `${key}_en`];
-  for (const name of names) if (item[name] != null && item[name] !== "") return localized(item[name]);
+  if (item == null) return null;
+  const names = LANG === "en" ? [`${key}_en`, key] : [key, `${key}_en`];
+  for (const name of names) if (item[name] != null && item[name] !== "") return String(item[name]);
   return null;
 }
 
-/** The label of a template, field, option, phrase or category, whichever way the API spells it. */
+/** The label of a field, option, phrase or section, or the name of a template or critical category. */
 function labelOf(item) {
-  if (item == null || typeof item !== "object") return localized(item);
-  return pick(item, "label") ?? pick(item, "name") ?? pick(item, "title") ?? String(item.id ?? item.value ?? "");
+  return pick(item, "label") ?? pick(item, "name") ?? String(item?.id ?? item?.value ?? item?.code ?? "");
 }
 
 /** A server time (ISO 8601) in the service's time zone: "14:02", or "2026-03-04 14:02" with the date. */
@@ -125,7 +117,9 @@ async function call(method, url, body, { keepalive = false } = {}) {
   return { ok: response.ok, status: response.status, data: data ?? { detail: response.statusText } };
 }
 
+/** Why a request failed, as the API said (a lapsed session in the page's language). */
 function reasonOf(answer) {
+  if (answer.status === 401) return t("You have been signed out. Sign in again, then try once more.");
   return answer.data?.detail || answer.data?.title || String(answer.status);
 }
 
@@ -134,8 +128,9 @@ function showError(text) {
   $("report-error").hidden = !text;
 }
 
+/** A notice that stays until the reader closes it (or the next one replaces it). */
 function showNotice(text) {
-  $("report-notice").textContent = text;
+  $("report-notice-text").textContent = text;
   $("report-notice").hidden = !text;
 }
 
@@ -151,11 +146,6 @@ function templateById(id) {
   return state.templates.find((template) => template.id === id) ?? (state.report?.template?.id === id ? state.report.template : null);
 }
 
-/** Critical-finding categories: the chosen template's own, else the list the template API gives for all. */
-function categoriesFor(template) {
-  return template?.critical_categories ?? state.categories;
-}
-
 /** What the server lets this user do with the report now (`may` in the API's answer); every action checks again. */
 function may(report, action) {
   return Boolean(report?.may?.[action]);
@@ -167,10 +157,9 @@ function maySign(report) {
 }
 
 async function load() {
-  const [report, templates] = await Promise.all([api("GET", urls.report), api("GET", urls.templates)]);
-  const list = Array.isArray(templates) ? templates : templates?.templates ?? templates?.items ?? [];
-  state.templates = list;
-  state.categories = templates?.critical_categories ?? templates?.categories ?? [];
+  const [report, installed] = await Promise.all([api("GET", urls.report), api("GET", urls.templates)]);
+  state.templates = installed.templates;
+  state.categories = installed.critical_categories;
   show(report);
 }
 
@@ -191,7 +180,7 @@ function show(report) {
   impression.value = report.impression ?? "";
   labelSections(templateById(report.template_id));
   fillPhrases(templateById(report.template_id));
-  fillCategories(templateById(report.template_id), report.critical_category ?? "");
+  fillCategories(report.critical_category ?? "");
   critical.checked = Boolean(report.critical);
   category.required = critical.checked;
   form.hidden = false;
@@ -212,43 +201,31 @@ function show(report) {
 function fillTemplates(selected) {
   const modalities = new Set(templateById(selected)?.modalities ?? []);
   const suitable = state.templates.filter((template) =>
-    !modalities.size || !template.modalities || template.modalities.some((modality) => modalities.has(modality)));
+    !modalities.size || template.modalities.some((modality) => modalities.has(modality)));
   const options = suitable.map((template) => element("option", { value: template.id, textContent: labelOf(template) }));
   if (selected && !templateById(selected)) options.unshift(element("option", { value: selected, textContent: selected }));
   templateSelect.replaceChildren(...options);
   templateSelect.value = selected ?? "";
 }
 
-function fieldKey(field) {
-  return field.id ?? field.key ?? field.name;
-}
-
-function optionsOf(field) {
-  return (field.options ?? field.choices ?? []).map((option) =>
-    typeof option === "object" ? { value: String(option.value ?? option.id), label: labelOf(option) } : { value: String(option), label: String(option) },
-  );
-}
-
 /** The template's structured fields as inputs, filled with `values`. */
 function renderFields(template, values) {
   const rows = (template?.fields ?? []).map((field) => {
-    const key = fieldKey(field);
+    const key = field.id;
     const id = `report-field-${key}`;
     const value = key in values ? values[key] : field.default;
     let input;
     if (field.type === "choice") {
       input = element("select", { id }, element("option", { value: "", textContent: "—" }),
-        ...optionsOf(field).map((option) => element("option", { value: option.value, textContent: option.label })));
+        ...field.options.map((option) => element("option", { value: option.value, textContent: labelOf(option) })));
       input.value = value == null ? "" : String(value);
     } else if (field.type === "number") {
-      input = element("input", { id, type: "number", inputMode: "decimal", step: field.step ?? "any", value: value ?? "" });
-      if (field.min != null) input.min = field.min;
-      if (field.max != null) input.max = field.max;
+      input = element("input", { id, type: "number", inputMode: "decimal", step: "any", value: value ?? "" });
     } else {
       input = element("input", { id, type: "text", value: value ?? "" });
     }
     input.dataset.field = key;
-    input.dataset.type = field.type ?? "text";
+    input.dataset.type = field.type;
     const unit = field.type === "number" ? element("span", { className: "unit", textContent: pick(field, "unit") ?? "" }) : null;
     if (!unit) input.classList.add("wide"); // over the unit column too
     return element("div", { className: "report-field" }, element("label", { htmlFor: id, textContent: labelOf(field) }), input, unit);
@@ -316,11 +293,10 @@ function labelSections(template) {
 function fillPhrases(template) {
   const groups = new Map();
   phrasesOf(template).forEach((phrase, index) => {
-    const text = localized(phrase.text ?? phrase);
-    const label = (typeof phrase === "object" && labelOf(phrase)) || text;
+    const label = labelOf(phrase) || phrase.text;
     const part = SECTIONS[phrase.section] ? phrase.section : "";
     if (!groups.has(part)) groups.set(part, []);
-    groups.get(part).push(element("option", { value: String(index), textContent: label, title: text }));
+    groups.get(part).push(element("option", { value: String(index), textContent: label, title: phrase.text }));
   });
   const children = [...groups].map(([part, options]) =>
     part ? element("optgroup", { label: SECTION_LABELS[part].textContent }, ...options) : options).flat();
@@ -329,11 +305,9 @@ function fillPhrases(template) {
   $("report-phrases-row").hidden = children.length === 0;
 }
 
-function fillCategories(template, selected) {
-  const options = categoriesFor(template).map((item) =>
-    typeof item === "object"
-      ? element("option", { value: String(item.id ?? item.value ?? item.code), textContent: labelOf(item) })
-      : element("option", { value: String(item), textContent: String(item) }));
+/** The kinds of critical finding the service is configured with (reports.critical_categories). */
+function fillCategories(selected) {
+  const options = state.categories.map((item) => element("option", { value: item.code, textContent: labelOf(item) }));
   if (selected && !options.some((option) => option.value === selected)) {
     options.push(element("option", { value: selected, textContent: selected }));
   }
@@ -355,6 +329,7 @@ function setWritable(writable) {
   $("report-phrases-row").hidden ||= !writable;
   $("report-draft-actions").hidden = !writable || !maySign(state.report);
   category.disabled = !writable || !critical.checked;
+  $("report-critical-box").hidden = !writable && !critical.checked; // a signed report shows the flag only if set
   showCriticalHint();
 }
 
@@ -455,7 +430,7 @@ async function putDraft(keepalive, body = draftBody(), { replace = false } = {})
     const lost = typed.findings !== findings.value || typed.impression !== impression.value;
     showNotice(state.report?.state === "draft"
       ? t("The report was changed elsewhere (revision {revision}); the saved version is shown again.", { revision: state.revision })
-        + (lost ? ` ${t("Your last changes were not saved.")}` : "")
+        + (lost ? (LANG === "en" ? " " : "") + t("Your last changes were not saved.") : "")
       : t("The report was signed elsewhere; it can no longer be changed."));
     return false;
   }
@@ -489,17 +464,14 @@ function insertPhrase() {
   phraseSelect.value = "";
   if (!phrase || !state.writable) return;
   const area = SECTIONS[phrase.section] ?? state.lastText;
-  const text = localized(phrase.text ?? phrase);
   area.focus();
-  area.setRangeText(text, area.selectionStart, area.selectionEnd, "end");
+  area.setRangeText(phrase.text, area.selectionStart, area.selectionEnd, "end");
   area.dispatchEvent(new Event("input", { bubbles: true }));
 }
 
 /** The text a template starts its findings or impression with. */
 function defaultText(template, part) {
-  if (!template) return "";
-  const value = template.defaults?.[part] ?? template.default_texts?.[part] ?? template[`default_${part}`] ?? template[part];
-  return localized(value ?? "");
+  return template?.[part] ?? "";
 }
 
 /** Another template: saved at once; the server makes its fields (its defaults, an ECG's measurements) and
@@ -518,9 +490,9 @@ async function changeTemplate() {
   const values = fieldValues();
   const defaults = {};
   for (const field of after?.fields ?? []) {
-    const old = before?.fields?.find((each) => fieldKey(each) === fieldKey(field));
-    const value = values[fieldKey(field)];
-    if (old && (value == null || value === "" || value === old.default)) defaults[fieldKey(field)] = field.default ?? null;
+    const old = before?.fields?.find((each) => each.id === field.id);
+    const value = values[field.id];
+    if (old && (value == null || value === "" || value === old.default)) defaults[field.id] = field.default ?? null;
   }
   if (Object.keys(defaults).length) body.fields = defaults;
   templateSelect.value = chosen;
@@ -543,12 +515,31 @@ const SIGNING = {
   cosign: { title: "Co-sign the report", button: "Co-sign", failed: "The report is not co-signed: {reason}" },
 };
 
+/** What must be written before the report is signed (the API checks the same): the impression, the template's
+ * required fields, the category of a critical finding. */
+function missingBeforeSigning() {
+  if (!impression.value.trim()) {
+    return { input: impression, message: t("Fill in {field} before signing.", { field: SECTION_LABELS.impression.textContent }) };
+  }
+  for (const field of templateById(templateSelect.value)?.fields ?? []) {
+    const input = $(`report-field-${field.id}`);
+    if (field.required && input && input.value === "") {
+      return { input, message: t("Fill in {field} before signing.", { field: labelOf(field) }) };
+    }
+  }
+  if (critical.checked && !category.value) {
+    return { input: category, message: t("Choose the category of the critical finding before signing.") };
+  }
+  return null;
+}
+
 async function openSigning(kind) {
   showError("");
   if (kind === "sign") {
-    if (critical.checked && !category.value) {
-      showError(t("Choose the category of the critical finding before signing."));
-      category.focus();
+    const missing = missingBeforeSigning();
+    if (missing) {
+      showError(missing.message);
+      missing.input.focus();
       return;
     }
     if (state.report.saved === false) state.dirty = true; // the API signs a saved draft only
@@ -619,7 +610,7 @@ async function confirmSigning(event) {
   const signatures = state.report?.signatures ?? [];
   const last = signatures.at(-1);
   showNotice("");
-  if (last) showSave("signed", t("Signed {time}", { time: clockText(last.time ?? last.signed_at, true) }));
+  if (last) showSave("signed", t("Signed {time}", { time: clockText(last.signed_at, true) }));
   const side = panel.closest(".side");
   if (side) side.scrollTop = 0; // the state, the signer and the PDF are at the top of the panel
 }
@@ -666,6 +657,7 @@ function start() {
     event.preventDefault();
     openSigning("addendum");
   });
+  $("report-notice-close").addEventListener("click", () => showNotice(""));
   $("sign-form").addEventListener("submit", confirmSigning);
   $("sign-cancel").addEventListener("click", () => dialog.close());
   dialog.addEventListener("cancel", (event) => {
