@@ -356,11 +356,15 @@ OPENAPI: dict[str, Any] = {
                                "status": {"type": "string", "enum": ["preliminary", "final", "amended"]}},
             },
             "Turnaround": _object(
-                ("filters", "signed", "backlog"),
+                ("filters", "signed", "delivered", "backlog"),
                 filters={"type": "object"},
                 signed=_object(
                     ("count",), count=_INT, median_minutes=_nullable({"type": "number"}),
                     p90_minutes=_nullable({"type": "number"}), within_deadline_share=_nullable({"type": "number"}),
+                ),
+                delivered=_object(
+                    ("count",), count=_INT, median_minutes=_nullable({"type": "number"}),
+                    p90_minutes=_nullable({"type": "number"}),
                 ),
                 backlog=_object(
                     ("overdue", "under_1h", "under_4h", "under_24h", "later"),

@@ -2,8 +2,9 @@
 
 Completion to signed report for every task signed in the period (the signing
 event's time against the study's completion), the share signed within the
-deadline, and the backlog of open work by time left (counted in SQL). For a
-reader, the backlog is what they hold or were assigned.
+deadline, completion to the first delivery of the signed report to the station
+(its ``report_delivered`` event), and the backlog of open work by time left
+(counted in SQL). For a reader, the backlog is what they hold or were assigned.
 """
 
 from __future__ import annotations
@@ -57,6 +58,24 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def _to_delivery(session: Session, filters: Filters, visible: Any) -> list[float]:
+    """Minutes from completion to the first delivery of the signed report, for tasks first delivered in the period."""
+    first = _filtered(
+        select(func.min(TaskEvent.at).label("at"), ReadingTask.opened_at)
+        .join(ReadingTask, ReadingTask.id == TaskEvent.task_id)
+        .where(TaskEvent.kind == "report_delivered"),
+        filters,
+        visible,
+    ).group_by(ReadingTask.id, ReadingTask.opened_at)
+    if filters.reader:  # the reader who signed it
+        first = first.join(User, User.id == ReadingTask.signed_by_id).where(User.name == filters.reader)
+    if filters.since:
+        first = first.having(func.min(TaskEvent.at) >= filters.since)
+    if filters.until:
+        first = first.having(func.min(TaskEvent.at) < filters.until)
+    return [(row.at - row.opened_at).total_seconds() / 60 for row in session.execute(first)]
+
+
 def figures(session: Session, filters: Filters, visible: Any, at: datetime) -> dict[str, Any]:
     """Count, median and 90th percentile (minutes), share within deadline, and backlog by time left."""
     signed = _filtered(
@@ -74,6 +93,7 @@ def figures(session: Session, filters: Filters, visible: Any, at: datetime) -> d
         signed = signed.where(TaskEvent.at < filters.until)
     rows = session.execute(signed).all()
     minutes = [(row.at - row.opened_at).total_seconds() / 60 for row in rows]
+    delivered_minutes = _to_delivery(session, filters, visible)
     within = sum(1 for row in rows if row.at <= row.due_at)
     bucket = case(*((ReadingTask.due_at < at + limit, name) for name, limit in BACKLOG_BUCKETS), else_="later")
     open_query = _filtered(select(bucket, func.count()), filters, visible).where(
@@ -91,6 +111,11 @@ def figures(session: Session, filters: Filters, visible: Any, at: datetime) -> d
             "median_minutes": round(statistics.median(minutes), 2) if minutes else None,
             "p90_minutes": round(percentile(minutes, 0.9), 2) if minutes else None,
             "within_deadline_share": round(within / len(rows), 4) if rows else None,
+        },
+        "delivered": {
+            "count": len(delivered_minutes),
+            "median_minutes": round(statistics.median(delivered_minutes), 2) if delivered_minutes else None,
+            "p90_minutes": round(percentile(delivered_minutes, 0.9), 2) if delivered_minutes else None,
         },
         "backlog": backlog,
     }

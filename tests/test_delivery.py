@@ -18,7 +18,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import sessionmaker
 
 from alliance import CT, ECG, Alliance
@@ -26,6 +26,7 @@ from conftest import free_port, make_config, tool, wait_for
 from pacs_node.node import storage_for
 from reading_queue.signing import mark_signed
 from reading_queue.tasks import ReadingTask, TaskEvent
+from reading_queue.turnaround import Filters, figures
 from reports import delivery, delivery_jobs
 from reports.dicom_document import (
     BASIC_TEXT_SR_STORAGE, ENCAPSULATED_PDF_STORAGE, Evidence, basic_text_sr, encapsulated_pdf,
@@ -312,6 +313,11 @@ def test_a_station_that_is_down_is_tried_again_until_its_report_arrives(
     assert delivery_jobs.retry_sweep() == {"sent": 0, "pending": 0, "failed": 0}
     delivered = [e for e in timeline(alliance.sessions, task.id) if e.kind == "report_delivered"]
     assert len(delivered) == 1 and delivered[0].at - signed_at == timedelta(seconds=61)  # turnaround to delivery
+    with alliance.sessions() as session:
+        opened_at = session.get(ReadingTask, task.id).opened_at
+        delivery_figures = figures(session, Filters(), true(), alliance.now)["delivered"]
+    expected = round((delivered[0].at - opened_at).total_seconds() / 60, 2)
+    assert delivery_figures == {"count": 1, "median_minutes": expected, "p90_minutes": expected}
 
 
 def test_after_the_last_retry_the_delivery_fails_with_the_reason(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from web_client import Browser
 from alliance import CT, ECG, Alliance, assert_problem
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
@@ -514,6 +515,10 @@ def test_a_critical_finding_is_told_at_once_acknowledged_or_escalated_once(
 
     banner = [n for n in alliance.get("/worklist", "dongguan").json["notifications"] if n["kind"] == "critical"]
     assert len(banner) == 2 and "颅内出血" in banner[0]["message"]
+    station = Browser(alliance, "10.0.7.1")
+    station.sign_in("dongguan", passwords["dongguan"])
+    page = station.get("/station").get_data(as_text=True)
+    assert page.count('class="critical-banner"') == 2 and "颅内出血" in page and "我已知晓" in page
     assert_problem(alliance.post(report_path(acknowledged, "/critical/ack"), "reader-ct"), 403)
     assert_problem(alliance.post(report_path(acknowledged, "/critical/ack"), "xihe"), 404)
     alliance.advance(minutes=5)
@@ -522,6 +527,8 @@ def test_a_critical_finding_is_told_at_once_acknowledged_or_escalated_once(
     assert ack.json["acknowledged_at"] == alliance.now.isoformat()
     again = alliance.post(report_path(acknowledged, "/critical/ack"), "dongguan")
     assert again.json["acknowledged_at"] == ack.json["acknowledged_at"]  # once
+    page = station.get("/station").get_data(as_text=True)
+    assert page.count('class="critical-banner"') == 1 and f'data-critical="{acknowledged}"' not in page
 
     alliance.now = signed_at + timedelta(minutes=29)
     assert reports.jobs.critical_sweep() == {"escalated": 0}

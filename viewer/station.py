@@ -30,7 +30,7 @@ from pacs_node.index import Patient, Study, StudyState
 from pacs_node.node import storage_for
 from reading_queue.access import may_read_report, visible_studies
 from reading_queue.tasks import PRIORITIES, STUDY_STATUS, ReadingTask, TaskState, UrgencyMark
-from reports.models import DeliveryState, Report, ReportDelivery, ReportSignature, ReportState
+from reports.models import CriticalNotice, DeliveryState, Report, ReportDelivery, ReportSignature, ReportState
 from telerad import audit, clock
 from telerad.auth import caller, user_in
 from telerad.sites import Site, subtree_ids
@@ -245,6 +245,7 @@ def page() -> Response | str:
         user = user_in(session)
         site = _scope(session, user, request.args.get("site"))
         rows, more = _rows(session, user, site, page_number, at)
+        critical = _unacknowledged_critical(session, site or session.get(Site, user.site_id))
         sites = _site_choices(session, user)
         own = session.get(Site, user.site_id)
         shown_site = site_name(site.name, site.name_en) if site else site_name(own.name, own.name_en)
@@ -252,10 +253,39 @@ def page() -> Response | str:
     return render_template(
         "station.html", rows=rows, more=more, page=page_number, args=args, sites=sites,
         chosen=site.code if site else None, shown_site=shown_site, steps=STEPS, priorities=PRIORITIES,
-        may_upload=who.role == "station",
+        may_upload=who.role == "station", critical=critical, may_acknowledge=who.role == "station",
         script={"language": language(), "mayUpload": who.role == "station", "stow": "/dicomweb/studies",
                 "idleMinutes": current_app.extensions["telerad.config"].web.session_minutes},
     )
+
+
+@dataclass(frozen=True)
+class CriticalLine:
+    """A critical finding the station has not yet acknowledged, as the banner shows it."""
+
+    study_uid: str
+    patient: str
+    category: str
+    notified: str
+
+
+def _unacknowledged_critical(session: Session, site: Site) -> list[CriticalLine]:
+    """The critical findings told to ``site`` and the sites below it that nobody there has acknowledged yet."""
+    names = {
+        item.code: (item.name_en if language() == "en" and item.name_en else item.name)
+        for item in current_app.extensions["telerad.config"].reports.critical_categories
+    }
+    rows = session.execute(
+        select(Study.study_uid, Patient.name, CriticalNotice.category, CriticalNotice.notified_at)
+        .join(Study, Study.id == CriticalNotice.study_pk)
+        .join(Patient, Patient.id == Study.patient_pk)
+        .where(CriticalNotice.site_id.in_(subtree_ids(session, site.id)), CriticalNotice.acknowledged_at.is_(None))
+        .order_by(CriticalNotice.notified_at)
+    ).all()
+    return [
+        CriticalLine(uid, patient_name(name), names.get(category, category), local_time(notified))
+        for uid, name, category, notified in rows
+    ]
 
 
 @station.get("/station/reports/<study_uid>.pdf")

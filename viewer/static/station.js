@@ -111,6 +111,20 @@ document.getElementById("studies-card").addEventListener("click", (event) => {
   if (button) printReport(button.dataset.pdf);
 });
 
+for (const button of document.querySelectorAll("button.acknowledge")) {
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await api("POST", `/api/v1/studies/${encodeURIComponent(button.dataset.studyUid)}/report/critical/ack`);
+      button.closest(".critical-banner").remove();
+      showMessage(t("The centre has been told that you read the critical finding."));
+    } catch (error) {
+      button.disabled = false;
+      showBanner(requestError(error), error.status === 401);
+    }
+  });
+}
+
 document.getElementById("studies-card").addEventListener("click", async (event) => {
   const button = event.target.closest("button.mark");
   if (!button) return;
