@@ -7,7 +7,6 @@ fails naming the field once the stored report is changed in the database."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from dicom_files import copy_with_new_uids, series_from, storescu
 from pacs_node.index import Study
 from pacs_node.node import Receiver, storage_for
 from reports import delivery_jobs, keys
+from reports.keys import run_coroutine
 from reports.models import Report, ReportDelivery, ReportSignature
 from telerad import events
 from telerad.cli import main
@@ -91,7 +91,7 @@ def pyhanko_status(data: bytes, trust_roots: list[x509.Certificate]):
     [embedded] = PdfFileReader(io.BytesIO(data)).embedded_signatures
     roots = [asn1_x509.Certificate.load(root.public_bytes(Encoding.DER)) for root in trust_roots]
     context = ValidationContext(trust_roots=roots, allow_fetching=False)
-    return asyncio.run(async_validate_pdf_signature(embedded, signer_validation_context=context))
+    return run_coroutine(async_validate_pdf_signature(embedded, signer_validation_context=context))
 
 
 def test_a_real_ct_and_ecg_are_read_signed_and_delivered_back_byte_identical(
