@@ -15,7 +15,9 @@ demo alliance:
    delivery to the station's DICOM receiver — dcmtk's ``storescp`` playing the
    stations, as in the tests — sent by ``reports.delivery.deliver_due`` (build
    the DICOM object, one association and C-STORE each, record the outcome).
-   Printed as deliveries per second and MB/s of PDF.
+   Printed as deliveries per second and MB/s of PDF, beside dcmtk's
+   ``storescu`` sending the same received objects to a fresh ``storescp``, one
+   association each (the peer).
 
 Run from the repository root (needs dcmtk and the real data beside the checkout)::
 
@@ -145,6 +147,17 @@ def deliver_all(config: Config, sessions: sessionmaker, signature_ids: Sequence[
     return counts["sent"], time.perf_counter() - start, pdf_bytes
 
 
+def storescu_each(port: int, files: Sequence[Path]) -> float:
+    """Seconds dcmtk's storescu takes to send ``files`` again, one association each (the peer's figure)."""
+    start = time.perf_counter()
+    for path in files:
+        sent = subprocess.run([tool("storescu"), "-aet", "TELERAD", "-aec", STATION_AE, "127.0.0.1", str(port), str(path)],
+                              capture_output=True, text=True)
+        if sent.returncode:
+            raise SystemExit(f"storescu failed on {path.name}: {sent.stderr.strip()}")
+    return time.perf_counter() - start
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--signatures", type=int, default=15, help="signatures per report (default 15)")
@@ -178,14 +191,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         finally:
             receiver.terminate()
             receiver.wait(10)
+        peer_port = free_port()
+        receiver = station_receiver(peer_port, work / "peer")  # a fresh receiver: nothing it holds already
+        try:
+            peer_seconds = storescu_each(peer_port, sorted((work / "station").iterdir()))
+        finally:
+            receiver.terminate()
+            receiver.wait(10)
     print("\nSign and render (password check, key, CMS signature, PDF with CJK font, PAdES signature, store)")
     print(f"  {'report':<40} {'first (new key)':>16} {'median':>10} {'p90':>10}")
     for name, (first, rest, _) in results.items():
         p90 = statistics.quantiles(rest, n=10)[-1] if len(rest) >= 2 else rest[0]
         print(f"  {name:<40} {first:>15.2f}s {statistics.median(rest):>9.2f}s {p90:>9.2f}s")
     print("\nDelivery to the station (Encapsulated PDF, one association and C-STORE each, dcmtk storescp)")
-    print(f"  {sent} of {len(signature_ids)} sent in {seconds:.2f} s: {sent / seconds:.1f} reports/s, "
+    print(f"  Telerad: {sent} of {len(signature_ids)} sent in {seconds:.2f} s: {sent / seconds:.1f} reports/s, "
           f"{pdf_bytes / 1e6 / seconds:.2f} MB/s of PDF (mean PDF {pdf_bytes / max(1, len(signature_ids)) / 1e3:.0f} kB)")
+    print(f"  dcmtk storescu, the same {sent} objects, one association each: {peer_seconds:.2f} s, "
+          f"{sent / peer_seconds:.1f} objects/s")
 
 
 if __name__ == "__main__":
