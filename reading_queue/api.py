@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -39,7 +38,7 @@ from reading_queue.turnaround import Filters, figures
 from telerad import audit, clock
 from telerad.config import ReadingSection
 from telerad.sites import Site
-from telerad.auth import user_in
+from telerad.auth import caller_transaction
 from telerad.problems import Problem, problem_response
 from telerad.users import User
 
@@ -55,16 +54,6 @@ _assignee = aliased(User, name="assignee")
 
 
 # --- authentication and transactions -------------------------------------------------------------
-
-
-@contextmanager
-def _transaction() -> Iterator[tuple[Session, User]]:
-    """One transaction as the authenticated caller; committed on success, rolled back on any error."""
-    with current_app.extensions["telerad.sessions"]() as session, session.begin():
-        user = user_in(session)
-        if user is None:
-            raise Problem(401, "sign in, or send a valid API token as 'Authorization: Bearer <token>'")
-        yield session, user
 
 
 def _policy() -> ReadingSection:
@@ -325,7 +314,7 @@ def _figures_reader(user: User) -> str | None:
 def worklist() -> Response:
     """The caller's worklist by deadline, with their unread notices."""
     at = clock.now()
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         conditions = [visible_tasks(session, user)]
         if modality := _choice("modality", request.args.get("modality"), MODALITIES):
             conditions.append(ReadingTask.modality == modality)
@@ -348,7 +337,7 @@ def worklist() -> Response:
 def claim_task(task_id: int) -> Response:
     """Claim the task, or renew the lease when the holder calls again."""
     at = clock.now()
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         claims.claim(session, _policy(), task_id, user, at)
         body = _one_task(session, task_id, at)
     return jsonify(body)
@@ -358,7 +347,7 @@ def claim_task(task_id: int) -> Response:
 def release_task(task_id: int) -> Response:
     """Give a held task back to the worklist."""
     at = clock.now()
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         claims.release(session, task_id, user)
         body = _one_task(session, task_id, at)
     return jsonify(body)
@@ -368,7 +357,7 @@ def release_task(task_id: int) -> Response:
 def ask_consult(task_id: int) -> tuple[Response, int]:
     """Ask the province about a held reading task; answers the new consult task."""
     at = clock.now()
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         question = _text(_body(), "question")
         consult = request_consult(session, _policy(), _task_or_404(session, task_id), user, question, at)
         body = _one_task(session, consult.id, at)
@@ -379,7 +368,7 @@ def ask_consult(task_id: int) -> tuple[Response, int]:
 def answer(task_id: int) -> Response:
     """Answer a held consult as a co-signature or an addendum; the consult is then done."""
     at = clock.now()
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         body = _body()
         text, mode = _text(body, "answer"), _choice("mode", body.get("mode"), ANSWER_MODES, required=True)
         answer_consult(session, _task_or_404(session, task_id), user, text, mode, at)
@@ -391,7 +380,7 @@ def answer(task_id: int) -> Response:
 def mark_urgency(study_uid: str) -> Response:
     """A station marks the urgency of its study; a task already made takes the new priority."""
     at = clock.now()
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         if user.role != "station":
             raise Problem(403, "only stations mark the urgency of their studies")
         priority = _choice("priority", _body().get("priority"), PRIORITIES, required=True)
@@ -415,7 +404,7 @@ def mark_urgency(study_uid: str) -> Response:
 @api.post("/duty")
 def set_duty() -> tuple[Response, int]:
     """A supervisor puts a reader on (or off) duty for a period; it overrides the weekly roster."""
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         body = _body()
         reader = session.scalar(select(User).where(User.name == _text(body, "user")))
         if reader is None:
@@ -442,7 +431,7 @@ def set_duty() -> tuple[Response, int]:
 def study_status(study_uid: str) -> Response:
     """The study, its status, the tasks the caller may see and their timeline; the view is audited."""
     at = clock.now()
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         study = _visible_study(session, user, study_uid)
         read = _read_task(session, study)
         rows = _task_rows(session, and_(ReadingTask.study_pk == study.id, visible_tasks(session, user)))
@@ -460,7 +449,7 @@ def study_status(study_uid: str) -> Response:
 def turnaround() -> Response:
     """Turnaround and backlog over the tasks the caller may see."""
     at = clock.now()
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         site = _site_arg(session)
         filters = Filters(
             site=site.code if site else None,

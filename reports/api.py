@@ -25,8 +25,6 @@ problem details; a wrong password is a 403 and changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
@@ -44,7 +42,7 @@ from reports.drafting import Context, ReportError
 from reports.keys import WrongPassword
 from reports.models import CriticalNotice, Report, ReportSignature, ReportState
 from telerad import audit, clock
-from telerad.auth import user_in
+from telerad.auth import caller_transaction
 from telerad.problems import Problem, problem_response
 from telerad.users import User
 
@@ -63,16 +61,6 @@ def _set_up(state: Any) -> None:
 
 def _ctx() -> Context:
     return current_app.extensions[_CONTEXT]
-
-
-@contextmanager
-def _transaction() -> Iterator[tuple[Session, User]]:
-    """One transaction as the authenticated caller; committed on success, rolled back on any error."""
-    with current_app.extensions["telerad.sessions"]() as session, session.begin():
-        user = user_in(session)
-        if user is None:
-            raise Problem(401, "sign in, or send a valid API token as 'Authorization: Bearer <token>'")
-        yield session, user
 
 
 def _study(session: Session, user: User, study_uid: str) -> Study:
@@ -222,7 +210,7 @@ def _wants_fhir() -> bool:
 @reports_api.get("/report-templates")
 def templates() -> Response:
     """Every installed report template, for the editor."""
-    with _transaction():
+    with caller_transaction():
         ctx = _ctx()
         body = {
             "templates": [template.as_dict() for template in ctx.templates.values()],
@@ -235,7 +223,7 @@ def templates() -> Response:
 def get_report(study_uid: str) -> Response:
     """The study's report (or the proposed draft); as a FHIR DiagnosticReport on ``Accept: application/fhir+json``."""
     at = clock.now()
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         ctx = _ctx()
         study = _study(session, user, study_uid)
         report = _readable(session, user, study)
@@ -259,7 +247,7 @@ def get_report(study_uid: str) -> Response:
 def put_report(study_uid: str) -> Response:
     """Save the draft from the ``revision`` it was made from; a stale revision is a 409 with the current one."""
     at = clock.now()
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         ctx = _ctx()
         body = _body()
         revision = body.get("revision")
@@ -277,7 +265,7 @@ def _signed(study_uid: str, action: str, sign: Any) -> Response:
     at = clock.now()
     name = None
     try:
-        with _transaction() as (session, user):
+        with caller_transaction() as (session, user):
             name = user.name
             ctx = _ctx()
             study = _study(session, user, study_uid)
@@ -323,7 +311,7 @@ def add_addendum(study_uid: str) -> tuple[Response, int]:
 def acknowledge_critical(study_uid: str) -> Response:
     """The sending station acknowledges the report's critical finding (again: nothing changes)."""
     at = clock.now()
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         study = _study(session, user, study_uid)
         _report, notice = drafting.acknowledge_critical(session, study, user, at)
         body = {"study_uid": study_uid, **_notice(session, notice)}
@@ -333,7 +321,7 @@ def acknowledge_critical(study_uid: str) -> Response:
 @reports_api.get("/studies/<study_uid>/report/pdf")
 def report_pdf(study_uid: str) -> Response:
     """The latest signed PDF of the report, byte for byte as signed, to view and print."""
-    with _transaction() as (session, user):
+    with caller_transaction() as (session, user):
         ctx = _ctx()
         study = _study(session, user, study_uid)
         report = _readable(session, user, study)

@@ -31,6 +31,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from telerad.config import describe_error
+
 BUILT_IN = Path(__file__).with_name("templates")
 
 #: What a number field may be prefilled from: the columns of ``viewer.ecg_measurements.EcgMeasurement``.
@@ -186,16 +188,6 @@ class Template(_Data):
         return self.model_dump(mode="json")
 
 
-def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key"
-    if error["type"] == "missing":
-        return f"{key}: required key is missing"
-    return f"{key}: {message}"
-
-
 def load_file(path: Path) -> Template:
     """Read and validate one template file; :class:`TemplateError` names the file and every wrong key."""
     try:
@@ -209,7 +201,7 @@ def load_file(path: Path) -> Template:
     try:
         return Template.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
+        problems = "; ".join(describe_error(error) for error in exc.errors())
         raise TemplateError(f"report template {path}: {problems}") from None
 
 

@@ -16,6 +16,8 @@ a view's own database session.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 import os
 import secrets
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from telerad import audit
 from telerad.config import Config
+from telerad.problems import Problem
 from telerad.sites import Site
 from telerad.users import User, check_nobody, user_for_token
 
@@ -124,6 +127,16 @@ def user_in(session: Session) -> User | None:
     """The caller as a live row of ``session`` (``None`` when nobody is signed in)."""
     who = caller()
     return session.get(User, who.id) if who is not None else None
+
+
+@contextmanager
+def caller_transaction() -> Iterator[tuple[Session, User]]:
+    """One database transaction as the authenticated caller (401 problem otherwise); committed on success."""
+    with _sessions()() as session, session.begin():
+        user = user_in(session)
+        if user is None:
+            raise Problem(401, "sign in, or send a valid API token as 'Authorization: Bearer <token>'")
+        yield session, user
 
 
 def sign_in(session: Session, name: str, password: str, address: str | None) -> User | None:

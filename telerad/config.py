@@ -392,7 +392,8 @@ def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[
     return merged
 
 
-def _describe(error: dict[str, Any]) -> str:
+def describe_error(error: dict[str, Any]) -> str:
+    """One pydantic validation error as ``dotted.key: what is wrong (got value)``."""
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
@@ -426,7 +427,7 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
+        problems = "; ".join(describe_error(error) for error in exc.errors())
         raise ConfigError(f"invalid configuration in {path}: {problems}") from None
     data_dir = config.service.data_dir
     if not data_dir.is_absolute():
