@@ -7,7 +7,6 @@ import hashlib
 import json
 import subprocess
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -22,7 +21,7 @@ from sqlalchemy import func, select, true
 from sqlalchemy.orm import sessionmaker
 
 from alliance import CT, ECG, Alliance
-from conftest import free_port, make_config, tool, wait_for
+from conftest import make_config, tool
 from pacs_node.node import storage_for
 from reading_queue.signing import mark_signed
 from reading_queue.tasks import ReadingTask, TaskEvent
@@ -38,9 +37,9 @@ from telerad.config import Config
 from telerad.events import OutboxEvent
 from telerad.sites import Site
 from telerad.users import User
+from station_receiver import STATION_AE, Station
 from web_client import row_of, text_of
 
-STATION_AE = "DG_REPORTS"
 SIGNED_AT = datetime(2026, 3, 4, 3, 30, 15, tzinfo=UTC)
 
 
@@ -73,55 +72,6 @@ PDF = make_pdf()
 
 
 # --- the station: dcmtk's storescp, and a pynetdicom SCP that refuses ----------------------------------------------
-
-
-def _echo(port: int) -> bool:
-    """Whether the station's SCP answers C-ECHO (dcmtk's echoscu, called by the station's own AE title)."""
-    return subprocess.run(
-        [tool("echoscu"), "-aet", "TELERAD", "-aec", STATION_AE, "127.0.0.1", str(port)], capture_output=True
-    ).returncode == 0
-
-
-class Station:
-    """dcmtk's ``storescp`` as the station's DICOM receiver: files written exactly as received, named by UID."""
-
-    def __init__(self, port: int, folder: Path) -> None:
-        self.port, self.folder = port, folder
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [tool("storescp"), "-aet", STATION_AE, "-od", str(self.folder), "+B", "-uf", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(lambda: _echo(self.port), self.process, "storescp listening")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-    def received(self) -> list[Path]:
-        return sorted(path for path in self.folder.iterdir() if path.is_file())
-
-    def instance(self, sop_instance_uid: str) -> Dataset:
-        found = [path for path in self.received() if path.name.endswith(sop_instance_uid)]
-        assert len(found) == 1, f"storescp holds {[path.name for path in self.received()]}"
-        return dcmread(found[0])
-
-
-@pytest.fixture
-def station_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def station(station_port: int, tmp_path: Path) -> Iterator[Station]:
-    """The Dongguan township's receiver, not yet started."""
-    scp = Station(station_port, tmp_path / "station")
-    yield scp
-    scp.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ fails naming the field once the stored report is changed in the database."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from pyhanko_certvalidator import ValidationContext
 from sqlalchemy import select, update
 
 from alliance import Alliance
-from conftest import ROOT, free_port, make_config
+from conftest import ROOT, make_config
 from dicom_files import copy_with_new_uids, series_from, storescu
 from pacs_node.index import Study
 from pacs_node.node import Receiver, storage_for
@@ -36,7 +35,7 @@ from telerad.cli import main
 from telerad.config import Config
 from telerad.events import OutboxEvent
 from telerad.users import User
-from test_delivery import STATION_AE, Station
+from station_receiver import STATION_AE, Station
 
 pytestmark = pytest.mark.dcmtk
 
@@ -45,18 +44,6 @@ FINDINGS = {
     "ECG": "窦性心律，心率 72 次/分，PR 间期 160 ms，QRS 时限 90 ms，电轴正常。",
 }
 IMPRESSION = {"CT": "胸部 CT 平扫未见明显异常。", "ECG": "正常心电图。"}
-
-
-@pytest.fixture
-def station_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def station(station_port: int, tmp_path: Path) -> Iterator[Station]:
-    scp = Station(station_port, tmp_path / "station")
-    yield scp
-    scp.stop()
 
 
 @pytest.fixture
