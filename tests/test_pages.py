@@ -365,6 +365,7 @@ def test_in_a_browser_a_station_uploads_a_folder_by_stow_and_marks_it_urgent(
     page = watched.page
     page.on("dialog", lambda dialog: dialog.accept())
     sign_in(page, live_server.url, "dongguan", live_server.passwords["dongguan"], "/station")
+    expect(page.locator("body[data-ready=true]")).to_have_count(1)  # the page's script listens for the folder
     page.locator("#folder").set_input_files(folder)
     summary = page.locator("#upload-summary")
     expect(summary).to_contain_text("已保存：2 个文件")

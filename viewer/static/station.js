@@ -464,3 +464,4 @@ setInterval(() => refreshList(true), REFRESH_MS);
 setInterval(tick, TICK_MS);
 window.addEventListener("focus", () => { lastActivity = Date.now(); refreshList(); });
 tick();
+document.body.dataset.ready = "true"; // every handler is attached: tests (and tools) may act on the page now
