@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from reading_queue.assignment import route
-from reading_queue.notify import InAppNotifier, Notifier, Notifiers, WebhookNotifier, deliver_webhooks
+from reading_queue.notify import Notifier, configured_notifier, deliver_webhooks
 from reading_queue.sla import sweep
 from reading_queue.tasks import ReadingTask, TaskEvent, create_read_task, record
 from telerad import clock, events
@@ -41,11 +41,9 @@ _context: Context | None = None
 def configure(config: Config, sessions: sessionmaker | None = None) -> Context:
     """Set up the jobs of this process (the worker calls it before working)."""
     global _context
-    notifiers: list[Notifier] = [InAppNotifier()]
-    if config.reading.webhook_url:
-        notifiers.append(WebhookNotifier(config.reading.webhook_url))
     _context = Context(
-        config.reading, sessions or make_session_factory(make_engine(config.database_url)), Notifiers(*notifiers)
+        config.reading, sessions or make_session_factory(make_engine(config.database_url)),
+        configured_notifier(config.reading.webhook_url),
     )
     return _context
 

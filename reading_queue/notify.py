@@ -127,6 +127,14 @@ class Notifiers:
             notifier.flush(session)
 
 
+def configured_notifier(webhook_url: str) -> Notifiers:
+    """In-app notices, and the webhook gateway too when ``webhook_url`` is set (``reading.webhook_url``)."""
+    notifiers: list[Notifier] = [InAppNotifier()]
+    if webhook_url:
+        notifiers.append(WebhookNotifier(webhook_url))
+    return Notifiers(*notifiers)
+
+
 def deliver_webhooks(sessions: sessionmaker, at: datetime, timeout: float = 5.0, batch: int = 50) -> int:
     """Post due webhook deliveries; failures are retried later (1, 5, 15, 60, 240 minutes). Returns posted.
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import sessionmaker
 
-from reading_queue.notify import InAppNotifier, Notifier, Notifiers, WebhookNotifier
+from reading_queue.notify import Notifier, configured_notifier
 from reports.critical import escalate_unacknowledged
 from telerad import clock
 from telerad.config import Config
@@ -36,10 +36,10 @@ _context: Context | None = None
 def configure(config: Config, sessions: sessionmaker | None = None) -> Context:
     """Set up the jobs of this process (the worker calls it before working)."""
     global _context
-    notifiers: list[Notifier] = [InAppNotifier()]
-    if config.reading.webhook_url:
-        notifiers.append(WebhookNotifier(config.reading.webhook_url))
-    _context = Context(config, sessions or make_session_factory(make_engine(config.database_url)), Notifiers(*notifiers))
+    _context = Context(
+        config, sessions or make_session_factory(make_engine(config.database_url)),
+        configured_notifier(config.reading.webhook_url),
+    )
     return _context
 
 
