@@ -8,54 +8,33 @@ and escalated once (``escalated_at``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
-from sqlalchemy.orm import sessionmaker
-
-from reading_queue.notify import Notifier, configured_notifier
+import reading_queue.jobs
 from reports.critical import escalate_unacknowledged
 from telerad import clock
 from telerad.config import Config
-from telerad.db import make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Context:
-    """What the reports' jobs of this worker process work with."""
-
-    config: Config
-    sessions: sessionmaker
-    notifier: Notifier
+_config: Config | None = None
 
 
-_context: Context | None = None
-
-
-def configure(config: Config, sessions: sessionmaker | None = None) -> Context:
-    """Set up the jobs of this process (the worker calls it before working)."""
-    global _context
-    _context = Context(
-        config, sessions or make_session_factory(make_engine(config.database_url)),
-        configured_notifier(config.reading.webhook_url),
-    )
-    return _context
-
-
-def context() -> Context:
-    """The configured context; jobs fail clearly when the worker was not set up."""
-    if _context is None:
-        raise RuntimeError("reports.jobs.configure() was not called in this worker")
-    return _context
+def configure(config: Config) -> None:
+    """Set up the jobs of this process (the worker calls it, beside :func:`reading_queue.jobs.configure`,
+    whose sessions and notifiers these jobs share)."""
+    global _config
+    _config = config
 
 
 def critical_sweep() -> dict[str, int]:
     """The periodic job: tell the supervisors of critical findings unacknowledged for ``critical_ack_minutes``."""
-    ctx = context()
+    if _config is None:
+        raise RuntimeError("reports.jobs.configure() was not called in this worker")
+    ctx = reading_queue.jobs.context()
     at = clock.now()
     with ctx.sessions() as session, session.begin():
-        escalated = escalate_unacknowledged(session, ctx.config, ctx.notifier, at)
+        escalated = escalate_unacknowledged(session, _config, ctx.notifier, at)
         ctx.notifier.flush(session)
     if escalated:
         log.info("critical findings escalated to supervisors: %s", escalated)

@@ -503,7 +503,7 @@ def test_a_critical_finding_is_told_at_once_acknowledged_or_escalated_once(
     gatewayed: Alliance, passwords: dict[str, str],
 ) -> None:
     alliance = gatewayed
-    reports.jobs.configure(alliance.config, alliance.sessions)
+    reports.jobs.configure(alliance.config)
     acknowledged = claimed(alliance, CT, "DG_CT", "reader-ct")
     ignored = claimed(alliance, CT, "DG_CT", "reader-ct", PatientID="DG-2")
     for uid in (acknowledged, ignored):
