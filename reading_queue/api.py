@@ -34,7 +34,7 @@ from reading_queue.openapi import OPENAPI
 from reading_queue.tasks import (
     MODALITIES, PRIORITIES, STUDY_STATUS, ReadingTask, TaskEvent, TaskState, UrgencyMark, due, next_milestone, record,
 )
-from reading_queue.turnaround import Filters, figures
+from reading_queue.turnaround import BREACHES_SHOWN, Filters, figures
 from telerad import audit, clock
 from telerad.config import ReadingSection
 from telerad.sites import Site
@@ -106,13 +106,13 @@ def _states_arg() -> list[str]:
     return list(dict.fromkeys(_choice("state", state, [s.value for s in TaskState]) for state in raw.split(",")))
 
 
-def _site_arg(session: Session) -> Site | None:
-    code = request.args.get("site")
+def _site_arg(session: Session, name: str = "site") -> Site | None:
+    code = request.args.get(name)
     if code is None:
         return None
     site = session.scalar(select(Site).where(Site.code == code))
     if site is None:
-        raise _bad("site", f"no site with code {code!r}")
+        raise _bad(name, f"no site with code {code!r}")
     return site
 
 
@@ -450,19 +450,29 @@ def turnaround() -> Response:
     """Turnaround and backlog over the tasks the caller may see."""
     at = clock.now()
     with caller_transaction() as (session, user):
-        site = _site_arg(session)
-        filters = Filters(
-            site=site.code if site else None,
-            modality=_choice("modality", request.args.get("modality"), MODALITIES),
-            priority=_choice("priority", request.args.get("priority"), PRIORITIES),
-            reader=_figures_reader(user),
-            since=_time_arg("since"),
-            until=_time_arg("until"),
-        )
-        if filters.since and filters.until and filters.until <= filters.since:
-            raise _bad("until", "must be later than since")
-        body = figures(session, filters, visible_tasks(session, user), at)
+        filters = turnaround_filters(session, user)
+        body = figures(session, filters, visible_tasks(session, user), at, _policy().timezone,
+                       _int_arg("breaches", BREACHES_SHOWN, 0, 10000))
     return jsonify(body)
+
+
+def turnaround_filters(session: Session, user: User) -> Filters:
+    """The turnaround filters of the request's query (``site``, ``centre``, ``modality``, ``priority``,
+    ``reader``, ``since``, ``until``), each checked; a 400 problem names the first bad one."""
+    site = _site_arg(session)
+    centre = _site_arg(session, "centre")
+    filters = Filters(
+        site=site.code if site else None,
+        centre=centre.code if centre else None,
+        modality=_choice("modality", request.args.get("modality"), MODALITIES),
+        priority=_choice("priority", request.args.get("priority"), PRIORITIES),
+        reader=_figures_reader(user),
+        since=_time_arg("since"),
+        until=_time_arg("until"),
+    )
+    if filters.since and filters.until and filters.until <= filters.since:
+        raise _bad("until", "must be later than since")
+    return filters
 
 
 @api.get("/openapi.json")

@@ -136,7 +136,7 @@ def route(session: Session, policy: ReadingSection, task: ReadingTask, centre_co
     if mode_of(policy, centre_code) == "push":
         chosen = pick(session, policy, task, at)
         if chosen is not None:
-            task.assignee_id = chosen.id
+            task.assignee_id = task.reader_id = chosen.id
             record(session, task, "assigned", "system", user=chosen.name, mode="push")
             return
     offered = [user.name for user in eligible(session, policy, task, at)]

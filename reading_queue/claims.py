@@ -53,6 +53,7 @@ def claim(session: Session, policy: ReadingSection, task_id: int, user: User, at
         raise ClaimError(409, f"the task is {task.state}")
     if lapsed_holder is not None:
         record(session, task, "released", "system", reason="lease expired", holder_id=lapsed_holder)
+    task.reader_id = user.id
     record(session, task, "renewed" if renewing else "claimed", user.name, lease_until=lease_until.isoformat())
     return task
 

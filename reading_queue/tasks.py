@@ -45,6 +45,12 @@ class ReadingTask(Base):
         Index("ix_reading_tasks_state_due", "state", "due_at"),
         # Each reader's open work (assignment's weighted load): the holder, else the assignee.
         Index("ix_reading_tasks_owner_state_due", func.coalesce(text("holder_id"), text("assignee_id")), "state", "due_at"),
+        # Turnaround over a period: one range per milestone (reading_queue.turnaround).
+        Index("ix_reading_tasks_kind_assigned", "kind", "assigned_at"),
+        Index("ix_reading_tasks_kind_first_opened", "kind", "first_opened_at"),
+        Index("ix_reading_tasks_kind_signed", "kind", "signed_at"),
+        Index("ix_reading_tasks_kind_delivered", "kind", "delivered_at"),
+        Index("ix_reading_tasks_kind_breached", "kind", "breached_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -72,6 +78,11 @@ class ReadingTask(Base):
     breach_reason: Mapped[str | None] = mapped_column(String(200))
     signed_at: Mapped[datetime | None]
     signed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # Milestones for turnaround, each kept by :func:`record` from the first event that reaches it.
+    assigned_at: Mapped[datetime | None]  # first assigned (push) or claimed (pull)
+    first_opened_at: Mapped[datetime | None]  # first opened in the viewer by a reader
+    delivered_at: Mapped[datetime | None]  # the signed report first delivered to the station
+    reader_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # who has the reading: the signer once signed
 
 
 class TaskEvent(Base):
@@ -103,10 +114,18 @@ STUDY_STATUS = {None: "received", TaskState.OPEN.value: "waiting", TaskState.CLA
                 TaskState.SIGNED.value: "reported", TaskState.CANCELLED.value: "cancelled"}
 
 
+#: The turnaround milestone each kind of event reaches (the first such event sets it).
+MILESTONE_OF = {"assigned": "assigned_at", "claimed": "assigned_at", "opened": "first_opened_at",
+                "signed": "signed_at", "report_delivered": "delivered_at"}
+
+
 def record(session: Session, task: ReadingTask, kind: str, actor: str, **detail: Any) -> TaskEvent:
-    """Append an event to the task's timeline (written with the caller's transaction)."""
+    """Append an event to the task's timeline (written with the caller's transaction) and keep its milestones."""
     event = TaskEvent(task_id=task.id, at=clock.now(), actor=actor, kind=kind, detail=detail)
     session.add(event)
+    milestone = MILESTONE_OF.get(kind)
+    if milestone is not None and getattr(task, milestone) is None:
+        setattr(task, milestone, event.at)
     return event
 
 
@@ -203,3 +222,12 @@ def create_read_task(session: Session, policy: ReadingSection, study_uid: str, a
     session.flush()
     record(session, task, "created", actor, priority=priority, priority_source=source, due_at=task.due_at.isoformat())
     return task
+
+
+def note_opening(session: Session, study_pk: int, reader_role: str, reader_name: str) -> None:
+    """A reader (or consultant) opened the study in the viewer: the first time goes on its reading task's timeline."""
+    if reader_role not in ("reader", "consultant"):
+        return
+    task = session.scalar(select(ReadingTask).where(ReadingTask.study_pk == study_pk, ReadingTask.kind == "read"))
+    if task is not None and task.first_opened_at is None:
+        record(session, task, "opened", reader_name)

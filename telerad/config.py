@@ -302,6 +302,21 @@ class SigningSection(_Section):
         return value
 
 
+class QualitySection(_Section):
+    """Quality control (质控): peer review of a random sample of final reports (``reports.quality``).
+
+    Each final report is drawn for review with probability ``sample_share``, or ``new_reader_share`` when its
+    author signed their first report less than ``new_reader_days`` ago. The reviewer is another active reader
+    qualified for the modality at the report's centre (or above), with the least open review work.
+    ``review_days``: how long a reviewer has before the review shows as late on the dashboard.
+    """
+
+    sample_share: float = Field(0.05, ge=0, le=1)
+    new_reader_share: float = Field(0.2, ge=0, le=1)
+    new_reader_days: int = Field(90, ge=0)
+    review_days: int = Field(7, ge=1)
+
+
 class Config(_Section):
     """The whole configuration of one Telerad installation."""
 
@@ -315,6 +330,7 @@ class Config(_Section):
     delivery: DeliverySection = DeliverySection()
     reports: ReportsSection = ReportsSection()
     signing: SigningSection = SigningSection()
+    quality: QualitySection = QualitySection()
     sites: tuple[SiteConfig, ...] = ()
     users: tuple[UserConfig, ...] = ()
 

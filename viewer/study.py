@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from pacs_node.node import storage_for
+from reading_queue.tasks import note_opening
 from telerad import audit
 from telerad.auth import user_in
 from telerad.problems import Problem, problem_response
@@ -108,8 +109,10 @@ def page(study_uid: str) -> str:
 def study_data(study_uid: str) -> Response:
     """The study as the viewer shows it (:func:`viewer.study_data.study_document`); opening it is audited."""
     with _viewing() as (session, user):
-        body = study_document(session, user, visible_study(session, user, study_uid), _images())
+        shown = visible_study(session, user, study_uid)
+        body = study_document(session, user, shown, _images())
         audit.record(session, user.name, "study.viewed", "study", study_uid, via="viewer")
+        note_opening(session, shown.id, user.role, user.name)
     response = jsonify(body)
     response.headers["Cache-Control"] = "private, no-store"
     return response
