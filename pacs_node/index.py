@@ -52,7 +52,10 @@ class Study(Base):
     """A study, owned by the site that sent it."""
 
     __tablename__ = "studies"
-    __table_args__ = (Index("ix_studies_state_last_received_at", "state", "last_received_at"),)
+    __table_args__ = (
+        Index("ix_studies_state_last_received_at", "state", "last_received_at"),
+        Index("ix_studies_site_last_received_at", "site_id", "last_received_at"),  # a station's latest study
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     study_uid: Mapped[str] = mapped_column(String(64), unique=True)

@@ -17,10 +17,10 @@ from sqlalchemy import ColumnElement, and_, exists, false, or_, select
 from sqlalchemy.orm import Session
 
 from pacs_node.index import Study
-from reading_queue.assignment import eligible, mode_of
+from reading_queue.assignment import eligible
 from reading_queue.tasks import ReadingTask, TaskState
 from telerad.config import ReadingSection
-from telerad.sites import Site, subtree_ids
+from telerad.sites import subtree_ids
 from telerad.users import User
 
 
@@ -47,16 +47,15 @@ def visible_tasks(session: Session, user: User) -> ColumnElement[bool]:
 def may_claim(session: Session, policy: ReadingSection, user: User, task: ReadingTask, at: datetime) -> bool:
     """Whether ``user`` may claim ``task`` now.
 
-    Qualified readers of the centre may claim in pull mode; in push mode the
-    assignee may, and everyone eligible once the task is escalated or has no
-    assignee.
+    Qualified readers of the centre on duty may claim a task nobody was given;
+    a task given to a reader (by push mode or a supervisor's reassignment) only
+    that reader may claim, until it is escalated and everyone eligible may.
     """
     if task.holder_id == user.id:
         return True
     if user.id not in {reader.id for reader in eligible(session, policy, task, at)} and task.assignee_id != user.id:
         return False
-    centre = session.get(Site, task.centre_site_id)
-    if mode_of(policy, centre.code) == "push" and task.assignee_id not in (None, user.id):
+    if task.assignee_id not in (None, user.id):
         return task.escalated_at is not None
     return True
 
@@ -78,6 +77,11 @@ def may_see_study(session: Session, user: User, study: Study) -> bool:
 def sees_only_own_figures(user: User) -> bool:
     """Readers and consultants see their own turnaround figures only."""
     return user.role in ("reader", "consultant")
+
+
+def may_supervise(session: Session, user: User, task: ReadingTask) -> bool:
+    """Whether ``user`` supervises the centre reading ``task`` (or a centre above it): reassign, reprioritise."""
+    return user.role in ("supervisor", "admin") and task.centre_site_id in subtree_ids(session, user.site_id)
 
 
 def may_set_duty(session: Session, supervisor: User, reader: User) -> bool:

@@ -24,20 +24,21 @@ from sqlalchemy.orm import Session, aliased
 from werkzeug.exceptions import HTTPException
 
 from pacs_node.index import Patient, Study
-from reading_queue import claims
+from reading_queue import claims, live, supervision
 from reading_queue.access import may_see_study, may_set_duty, sees_only_own_figures, visible_tasks
 from reading_queue.assignment import DutyShift
 from reading_queue.claims import ClaimError
 from reading_queue.consult import ANSWER_MODES, ConsultError, answer_consult, request_consult
-from reading_queue.notify import Notification
+from reading_queue.notify import Notification, configured_notifier
+from reading_queue.supervision import SupervisionError, reprioritise
 from reading_queue.openapi import OPENAPI
 from reading_queue.tasks import (
-    MODALITIES, PRIORITIES, STUDY_STATUS, ReadingTask, TaskEvent, TaskState, UrgencyMark, due, next_milestone, record,
+    MODALITIES, PRIORITIES, STUDY_STATUS, ReadingTask, TaskEvent, TaskState, UrgencyMark,
 )
 from reading_queue.turnaround import BREACHES_SHOWN, Filters, figures
 from telerad import audit, clock
 from telerad.config import ReadingSection
-from telerad.sites import Site
+from telerad.sites import Site, subtree_ids
 from telerad.auth import caller_transaction
 from telerad.problems import Problem, problem_response
 from telerad.users import User
@@ -114,6 +115,13 @@ def _site_arg(session: Session, name: str = "site") -> Site | None:
     if site is None:
         raise _bad(name, f"no site with code {code!r}")
     return site
+
+
+def _user_arg(session: Session, name: str) -> User:
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise _bad("user", f"no user named {name!r}")
+    return user
 
 
 def _body() -> dict[str, Any]:
@@ -287,16 +295,6 @@ def _timeline(session: Session, task_ids: list[int]) -> list[dict[str, Any]]:
     ]
 
 
-def _reprioritise(session: Session, policy: ReadingSection, task: ReadingTask, priority: str, actor: str) -> None:
-    """Give ``task`` the station's priority: a new deadline and next service-level check, on the timeline."""
-    previous = task.priority
-    task.priority, task.priority_source = priority, "station"
-    task.due_at = due(policy, task.kind, priority, task.opened_at)
-    task.next_check_at = next_milestone(policy, task)
-    record(session, task, "priority_changed", actor, previous=previous, priority=priority,
-           due_at=task.due_at.isoformat(), reason="marked by station")
-
-
 def _figures_reader(user: User) -> str | None:
     """The ``reader`` filter: readers and consultants see their own figures only."""
     asked = request.args.get("reader")
@@ -390,7 +388,7 @@ def mark_urgency(study_uid: str) -> Response:
         session.add(mark)
         task = _read_task(session, study, lock=True)
         if task is not None and task.state in RUNNING and task.priority != priority:
-            _reprioritise(session, _policy(), task, priority, user.name)
+            reprioritise(session, _policy(), task, priority, user.name, "marked by station", "station")
         body = {
             "study_uid": study_uid,
             "priority": priority,
@@ -406,9 +404,7 @@ def set_duty() -> tuple[Response, int]:
     """A supervisor puts a reader on (or off) duty for a period; it overrides the weekly roster."""
     with caller_transaction() as (session, user):
         body = _body()
-        reader = session.scalar(select(User).where(User.name == _text(body, "user")))
-        if reader is None:
-            raise _bad("user", f"no user named {body['user']!r}")
+        reader = _user_arg(session, _text(body, "user"))
         if not may_set_duty(session, user, reader):
             raise Problem(403, "only a supervisor of the reader's centre changes the roster")
         starts, ends = _body_time(body, "starts_at"), _body_time(body, "ends_at")
@@ -425,6 +421,44 @@ def set_duty() -> tuple[Response, int]:
         answer = {"id": shift.id, "user": reader.name, "starts_at": _iso(starts), "ends_at": _iso(ends),
                   "on_duty": on_duty, "set_by": user.name}
     return jsonify(answer), 201
+
+
+@api.post("/tasks/<int:task_id>/reassign")
+def reassign_task(task_id: int) -> Response:
+    """A supervisor gives a running task to another qualified reader of its centre, with a reason."""
+    at = clock.now()
+    with caller_transaction() as (session, user):
+        body = _body()
+        reader = _user_arg(session, _text(body, "user"))
+        notifier = configured_notifier(_policy().webhook_url)
+        supervision.reassign(session, notifier, _task_or_404(session, task_id), user, reader, _text(body, "reason"), at)
+        notifier.flush(session)
+        item = _one_task(session, task_id, at)
+    return jsonify(item)
+
+
+@api.post("/tasks/<int:task_id>/priority")
+def change_priority(task_id: int) -> Response:
+    """A supervisor changes a running task's priority (and so its deadline), with a reason."""
+    at = clock.now()
+    with caller_transaction() as (session, user):
+        body = _body()
+        priority = _choice("priority", body.get("priority"), PRIORITIES, required=True)
+        supervision.change_priority(session, _policy(), _task_or_404(session, task_id), user, priority,
+                                    _text(body, "reason"))
+        item = _one_task(session, task_id, at)
+    return jsonify(item)
+
+
+@api.get("/backlog")
+def backlog() -> Response:
+    """The live board: open work by time left, the overdue list, readers on duty, stations silent today."""
+    at = clock.now()
+    with caller_transaction() as (session, user):
+        if user.role not in ("supervisor", "admin"):
+            raise Problem(403, "the live board is for supervisors")
+        body = live.board(session, _policy(), visible_tasks(session, user), subtree_ids(session, user.site_id), at)
+    return jsonify(body)
 
 
 @api.get("/studies/<study_uid>")
@@ -493,6 +527,12 @@ def _onproblem_response(exc: Problem) -> Response:
 @api.errorhandler(ConsultError)
 def _on_refusal(exc: ClaimError | ConsultError) -> Response:
     return problem_response(exc.status, str(exc))
+
+
+@api.errorhandler(SupervisionError)
+def _on_supervision(exc: SupervisionError) -> Response:
+    extra = {"parameter": exc.parameter} if exc.parameter else {}
+    return problem_response(exc.status, str(exc), **extra)
 
 
 @api.errorhandler(HTTPException)

@@ -105,14 +105,33 @@ OPENAPI: dict[str, Any] = {
             "setDuty", "A supervisor puts a reader on or off duty for a period", (201, "DutyShift"), (400, 403),
             requestBody=_json_body("DutyRequest"),
         )},
+        "/tasks/{task_id}/reassign": {"post": _operation(
+            "reassignTask", "A supervisor gives a running task to another qualified reader, with a reason",
+            (200, "Task"), (400, 403, 404, 409), parameters=[_TASK_ID], requestBody=_json_body("ReassignRequest"),
+        )},
+        "/tasks/{task_id}/priority": {"post": _operation(
+            "changePriority", "A supervisor changes a running task's priority and so its deadline, with a reason",
+            (200, "Task"), (400, 403, 404, 409), parameters=[_TASK_ID], requestBody=_json_body("PriorityRequest"),
+        )},
+        "/backlog": {"get": _operation(
+            "liveBoard", "Supervisors' live board: open work by time left, modality and priority; the overdue list "
+            "with who holds each task since when; readers with their duty and open work; stations silent today",
+            (200, "LiveBoard"), (403,),
+        )},
         "/turnaround": {"get": _operation(
-            "turnaround", "Turnaround and backlog figures over the tasks the caller may see", (200, "Turnaround"), (400, 403),
+            "turnaround", "Turnaround over a period, per interval (completion to assignment, first opening, "
+            "signature, delivery) overall and per site, modality, priority and reader; the daily trend, the "
+            "breaches and the backlog, over the tasks the caller may see", (200, "Turnaround"), (400, 403),
             parameters=[
                 *_FILTERS,
-                _query("reader", "User name of the signing reader (readers: only their own).", _STRING),
-                _query("since", "Signed at or after (ISO 8601 date or date-time; without an offset, in the "
-                       "service's time zone).", _STRING),
-                _query("until", "Signed before (as since).", _STRING),
+                _query("centre", "Code of the reading centre (county) whose tasks to count.", _STRING),
+                _query("reader", "User name of the reader who has the task, the signer once signed (readers: only "
+                       "their own).", _STRING),
+                _query("since", "Milestone reached at or after (ISO 8601 date or date-time; without an offset, in "
+                       "the service's time zone).", _STRING),
+                _query("until", "Milestone reached before (as since).", _STRING),
+                _query("breaches", "How many of the period's breaches to list, latest first.",
+                       {"type": "integer", "minimum": 0, "maximum": 10000, "default": 100}),
             ],
         )},
         "/report-templates": {"get": _operation(
@@ -355,9 +374,37 @@ OPENAPI: dict[str, Any] = {
                 "properties": {"resourceType": {"const": "DiagnosticReport"},
                                "status": {"type": "string", "enum": ["preliminary", "final", "amended"]}},
             },
+            "ReassignRequest": _object(("user", "reason"), user=_STRING, reason={"type": "string", "minLength": 1}),
+            "PriorityRequest": _object(
+                ("priority", "reason"), priority={"type": "string", "enum": list(PRIORITIES)},
+                reason={"type": "string", "minLength": 1},
+            ),
+            "LiveBoard": _object(
+                ("at", "backlog", "overdue", "readers", "silent_stations"),
+                at=_TIME, backlog={"type": "object"}, overdue={"type": "array", "items": {"type": "object"}},
+                readers={"type": "array", "items": {"type": "object"}},
+                silent_stations={"type": "array", "items": {"type": "object"}},
+            ),
+            "IntervalFigures": _object(
+                ("count", "median_minutes", "p90_minutes", "max_minutes"), count=_INT,
+                median_minutes=_nullable({"type": "number"}), p90_minutes=_nullable({"type": "number"}),
+                max_minutes=_nullable({"type": "number"}), within_deadline_share=_nullable({"type": "number"}),
+            ),
             "Turnaround": _object(
-                ("filters", "signed", "delivered", "backlog"),
+                ("filters", "intervals", "groups", "daily", "breaches", "signed", "delivered", "backlog"),
                 filters={"type": "object"},
+                timezone=_STRING,
+                intervals=_object(
+                    ("assigned", "opened", "signed", "delivered"), assigned=_ref("IntervalFigures"),
+                    opened=_ref("IntervalFigures"), signed=_ref("IntervalFigures"), delivered=_ref("IntervalFigures"),
+                ),
+                groups=_object(
+                    ("site", "modality", "priority", "reader"),
+                    **{dimension: {"type": "array", "items": {"type": "object"}}
+                       for dimension in ("site", "modality", "priority", "reader")},
+                ),
+                daily={"type": "array", "items": {"type": "object"}},
+                breaches=_object(("count", "items"), count=_INT, items={"type": "array", "items": {"type": "object"}}),
                 signed=_object(
                     ("count",), count=_INT, median_minutes=_nullable({"type": "number"}),
                     p90_minutes=_nullable({"type": "number"}), within_deadline_share=_nullable({"type": "number"}),

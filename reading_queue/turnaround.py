@@ -152,8 +152,7 @@ def _group_stats(
         func.sum(case((ReadingTask.signed_at <= ReadingTask.due_at, 1), else_=0)) if name == "signed" else None
     )
     if session.get_bind().dialect.name == "postgresql":
-        seconds = func.greatest(func.extract("epoch", milestone - ReadingTask.opened_at), 0)
-        return _grouped_in_postgresql(session, seconds, where, on_time)
+        return _grouped_in_postgresql(session, _seconds(milestone), where, on_time)
     rows = session.execute(
         select(*DIMENSIONS.values(), ReadingTask.opened_at, milestone, ReadingTask.due_at).where(where)
     ).all()
@@ -195,6 +194,11 @@ def _grouped_in_postgresql(
     return found
 
 
+def _seconds(milestone: Any) -> Any:
+    """PostgreSQL's seconds from completion to ``milestone``, never negative."""
+    return func.greatest(cast(func.extract("epoch", milestone - ReadingTask.opened_at), Double), 0.0)
+
+
 def _quantiles(seconds: Any) -> Any:
     """PostgreSQL's median and 90th percentile of ``seconds``, from one sort."""
     return func.percentile_cont(cast(array([0.5, 0.9]), ARRAY(Double))).within_group(seconds)
@@ -217,7 +221,7 @@ def _daily(session: Session, where: ColumnElement[bool], filters: Filters, timez
     where = and_(where, _in_period(ReadingTask.signed_at, filters))
     if session.get_bind().dialect.name == "postgresql":
         day = func.date(func.timezone(timezone, ReadingTask.signed_at))
-        seconds = func.greatest(func.extract("epoch", ReadingTask.signed_at - ReadingTask.opened_at), 0)
+        seconds = _seconds(ReadingTask.signed_at)
         query = (
             select(day, func.count(), _quantiles(seconds),
                    func.max(seconds), func.sum(case((ReadingTask.signed_at <= ReadingTask.due_at, 1), else_=0)))

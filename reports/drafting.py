@@ -49,7 +49,7 @@ from pacs_node.node import storage_for
 from pacs_node.storage import FileStorage
 from reading_queue import access
 from reading_queue.consult import answer_consult
-from reading_queue.notify import InAppNotifier, Notifier, Notifiers, WebhookNotifier
+from reading_queue.notify import Notifier, configured_notifier
 from reading_queue.signing import mark_signed
 from reading_queue.tasks import ReadingTask, TaskState, primary_modality, record
 from reports import critical, signing
@@ -90,10 +90,8 @@ class Context:
 
 def context_for(config: Config) -> Context:
     """The context of ``config``: in-app notices, and the webhook where ``reading.webhook_url`` is set."""
-    notifiers: list[Notifier] = [InAppNotifier()]
-    if config.reading.webhook_url:
-        notifiers.append(WebhookNotifier(config.reading.webhook_url))
-    return Context(config, storage_for(config), load_templates(config.reports.templates_dir), Notifiers(*notifiers))
+    notifier = configured_notifier(config.reading.webhook_url)
+    return Context(config, storage_for(config), load_templates(config.reports.templates_dir), notifier)
 
 
 # --- reading ---------------------------------------------------------------------------------------------------

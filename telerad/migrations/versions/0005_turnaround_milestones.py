@@ -1,6 +1,6 @@
 """Turnaround milestones on each reading task: first assignment, first opening, first delivery, and its reader.
 
-Existing tasks are filled in from their timelines (the first opening was not recorded before this revision).
+A station's latest study is found by a new index on studies. Existing tasks are filled in from their timelines (the first opening was not recorded before this revision).
 
 Revision ID: 0005
 Revises: 0004
@@ -33,6 +33,9 @@ def upgrade() -> None:
         batch_op.create_index('ix_reading_tasks_kind_signed', ['kind', 'signed_at'], unique=False)
         batch_op.create_foreign_key(batch_op.f('fk_reading_tasks_reader_id_users'), 'users', ['reader_id'], ['id'])
 
+    with op.batch_alter_table('studies', schema=None) as batch_op:
+        batch_op.create_index('ix_studies_site_last_received_at', ['site_id', 'last_received_at'], unique=False)
+
     for column, kinds in (("assigned_at", "'assigned', 'claimed'"), ("delivered_at", "'report_delivered'")):
         op.execute(
             f"UPDATE reading_tasks SET {column} = (SELECT min(e.at) FROM task_events e "
@@ -42,6 +45,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('studies', schema=None) as batch_op:
+        batch_op.drop_index('ix_studies_site_last_received_at')
+
     with op.batch_alter_table('reading_tasks', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_reading_tasks_reader_id_users'), type_='foreignkey')
         batch_op.drop_index('ix_reading_tasks_kind_signed')
