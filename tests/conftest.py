@@ -24,7 +24,7 @@ from telerad.config import Config, load_config
 from telerad.db import make_engine, make_session_factory
 from telerad.provisioning import prepare
 
-pytest_plugins = ["alliance", "browser", "station_receiver", "web_client"]  # fixtures in those modules
+pytest_plugins = ["alliance", "browser", "history", "station_receiver", "web_client"]  # fixtures in those modules
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get("TELERAD_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_SERVER_URL = os.environ.get("TELERAD_TEST_REDIS", "redis://127.0.0.1:6379/15")

@@ -6,78 +6,20 @@ board."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from alliance import CT, ECG, Alliance, assert_problem
+from history import MINUTE, History, made
 from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
 
 from reading_queue import jobs
 from reading_queue.access import visible_tasks
-from reading_queue.signing import mark_signed
-from reading_queue.tasks import ReadingTask, TaskEvent, record
+from reading_queue.tasks import TaskEvent
 from reading_queue.turnaround import Filters, figures
-from telerad import clock
-from telerad.config import CentreConfig, Config
 from telerad.users import User
-
-MINUTE = timedelta(minutes=1)
-
-
-@pytest.fixture
-def pull(config: Config, sessions: sessionmaker, tmp_path: Path) -> Iterator[Alliance]:
-    """The demo alliance with the county in pull mode: readers claim, so each task's assignment has its own time."""
-    centres = (CentreConfig(site="CNTY", mode="pull"), CentreConfig(site="PROV", mode="pull"))
-    pulled = config.model_copy(update={"reading": config.reading.model_copy(update={"centres": centres})})
-    yield Alliance(pulled, sessions, tmp_path / "files")
-    clock.set_source(None)
-
-
-class History:
-    """Acts on one task at given minutes after its study's completion, through the same calls as the service."""
-
-    def __init__(self, alliance: Alliance, task: ReadingTask) -> None:
-        self.alliance, self.task = alliance, task
-
-    def at(self, minutes: float) -> None:
-        self.alliance.now = self.task.opened_at + minutes * MINUTE
-
-    def claim(self, minutes: float, who: str) -> None:
-        self.at(minutes)
-        response = self.alliance.post(f"/tasks/{self.task.id}/claim", who)
-        assert response.status_code == 200, response.json
-
-    def open(self, minutes: float, who: str) -> None:
-        self.at(minutes)
-        headers = {"Authorization": f"Bearer {self.alliance.token(who)}"}
-        assert self.alliance.client.get(f"/viewer/studies/{self.task.study_uid}", headers=headers).status_code == 200
-
-    def sign(self, minutes: float, who: str) -> None:
-        self.at(minutes)
-        with self.alliance.sessions() as session, session.begin():
-            signer = session.scalar(select(User).where(User.name == who))
-            mark_signed(session, session.get(ReadingTask, self.task.id), signer, self.alliance.now)
-
-    def event(self, minutes: float, kind: str) -> None:
-        """An event the reports package records (a delivery, an addendum), at that time."""
-        self.at(minutes)
-        with self.alliance.sessions() as session, session.begin():
-            record(session, session.get(ReadingTask, self.task.id), kind, "delivery")
-
-
-def _study(
-    alliance: Alliance, source: Path, ae: str, station: str | None = None, mark: str | None = None, **changes: str
-) -> History:
-    alliance.advance(hours=1)
-    uid = alliance.receive(source, ae, **changes)
-    if mark:
-        assert alliance.post(f"/studies/{uid}/urgency", station, {"priority": mark}).status_code == 200
-    return History(alliance, alliance.complete(uid))
 
 
 @pytest.fixture
@@ -95,17 +37,17 @@ def known(pull: Alliance) -> dict[str, History]:
     E     TS-DONGGUAN ROUTINE   10 ct       12     —       —          an X-ray (DX), still open
     ====  ==========  ========  ==========  =====  ======  =========  =====================================
     """
-    a = _study(pull, CT, "DG_CT")
+    a = made(pull, CT, "DG_CT")
     a.claim(10, "reader-ct"), a.open(15, "reader-ct"), a.sign(60, "reader-ct"), a.event(62, "report_delivered")
-    b = _study(pull, CT, "DG_CT")
+    b = made(pull, CT, "DG_CT")
     b.claim(20, "reader-ct"), b.open(30, "reader-ct"), b.sign(120, "reader-ct"), b.event(125, "report_delivered")
     b.event(2000, "addendum_signed"), b.event(2000, "report_delivered")
-    c = _study(pull, CT, "DG_CT", "dongguan", "STAT")
+    c = made(pull, CT, "DG_CT", "dongguan", "STAT")
     c.claim(5, "reader-ct"), c.open(6, "reader-ct"), c.claim(20, "reader-ct")  # the viewer renews the lease
     c.at(31)
     jobs.sla_sweep()
     c.sign(45, "reader-ct")
-    d = _study(pull, ECG, "XH_ECG")
+    d = made(pull, ECG, "XH_ECG")
     d.claim(40, "reader-ecg")
     d.at(50)
     moved = pull.post(f"/tasks/{d.task.id}/reassign", "supervisor", {"user": "senior-ecg", "reason": "张医师请假"})
@@ -119,7 +61,7 @@ def known(pull: Alliance) -> dict[str, History]:
     d.at(100)
     assert pull.post(f"/tasks/{consult['task_id']}/answer", "consultant", {"answer": "同意", "mode": "co-sign"}).status_code == 200
     d.sign(150, "senior-ecg"), d.event(151, "report_delivered")
-    e = _study(pull, CT, "DG_CT", Modality="DX")
+    e = made(pull, CT, "DG_CT", Modality="DX")
     e.claim(10, "reader-ct"), e.open(12, "reader-ct")
     pull.advance(minutes=5)
     return {"A": a, "B": b, "C": c, "D": d, "E": e}
@@ -204,7 +146,7 @@ def test_a_reader_sees_only_their_own_figures(known: dict[str, History], pull: A
 
 def test_durations_are_real_time_across_a_daylight_saving_change(pull: Alliance) -> None:
     pull.now = datetime(2026, 3, 28, 23, 28, tzinfo=UTC)
-    task = _study(pull, CT, "DG_CT")  # complete at 00:29 UTC, 01:29 in Berlin; at 01:00 UTC Berlin goes to summer time
+    task = made(pull, CT, "DG_CT")  # complete at 00:29 UTC, 01:29 in Berlin; at 01:00 UTC Berlin goes to summer time
     task.claim(2, "reader-ct")
     task.sign(60, "reader-ct")  # 03:29 on the Berlin clock, two hours later by the wall clock, but 60 minutes
     with pull.sessions() as session:
@@ -215,7 +157,7 @@ def test_durations_are_real_time_across_a_daylight_saving_change(pull: Alliance)
 
 
 def test_a_clock_stepped_back_counts_as_no_time_not_negative_time(pull: Alliance) -> None:
-    task = _study(pull, CT, "DG_CT")
+    task = made(pull, CT, "DG_CT")
     task.claim(1, "reader-ct")
     task.sign(-5, "reader-ct")  # the server's clock was set back after the study completed
     assert _figures(pull)["intervals"]["signed"] == _stats(1, 0, 0, 0, within_deadline_share=1.0)
