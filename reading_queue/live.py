@@ -58,7 +58,8 @@ def overdue(session: Session, where: ColumnElement[bool], at: datetime, limit: i
         .scalar_subquery()
     )
     rows = session.execute(
-        select(ReadingTask, Site.code, Site.name, holder.name, holder.display_name, assignee.name, since)
+        select(ReadingTask, Site.code, Site.name, holder.name, holder.display_name, assignee.name,
+               assignee.display_name, since)
         .join(Site, Site.id == ReadingTask.source_site_id)
         .outerjoin(holder, holder.id == ReadingTask.holder_id)
         .outerjoin(assignee, assignee.id == ReadingTask.assignee_id)
@@ -81,8 +82,9 @@ def overdue(session: Session, where: ColumnElement[bool], at: datetime, limit: i
             "holder_name": holder_display or holder_name,
             "held_since": _iso(held_since) if (holder_name or assignee_name) else None,
             "assignee": assignee_name,
+            "assignee_name": assignee_display or assignee_name,
         }
-        for task, code, site_name, holder_name, holder_display, assignee_name, held_since in rows
+        for task, code, site_name, holder_name, holder_display, assignee_name, assignee_display, held_since in rows
     ]
 
 

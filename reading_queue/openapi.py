@@ -49,6 +49,7 @@ _STRING, _TIME, _INT = {"type": "string"}, {"type": "string", "format": "date-ti
 _SITE = _object(("code", "name", "name_en"), code=_STRING, name=_STRING, name_en=_STRING)
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": _INT}
 _STUDY_UID = {"name": "study_uid", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
+_REVIEW_ID = {"name": "review_id", "in": "path", "required": True, "schema": _INT}
 _FILTERS = [
     _query("site", "Code of the sending site.", _STRING),
     _query("modality", "Modality read.", {"type": "string", "enum": list(MODALITIES)}),
@@ -192,6 +193,52 @@ OPENAPI: dict[str, Any] = {
             "operationId": "openapi", "summary": "This document", "security": [],
             "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}},
         }},
+        "/peer-reviews": {"get": _operation(
+            "peerReviews", "The peer reviews the caller sees (a reviewer's own, an author's once scored, a "
+            "supervisor's centre's), oldest first", (200, "PeerReviewList"), (400,),
+            parameters=[
+                _query("state", "Comma-separated review states (default pending).",
+                       {"type": "array", "items": {"type": "string", "enum": ["pending", "done", "cancelled"]}},
+                       style="form", explode=False),
+                _query("reader", "User name of the reviewed report's author.", _STRING),
+                _query("reviewer", "User name of the reviewer.", _STRING),
+            ],
+        )},
+        "/peer-reviews/{review_id}": {
+            "get": _operation("peerReview", "One peer review with the signed report it is about", (200, "PeerReview"),
+                              (404,), parameters=[_REVIEW_ID]),
+            "post": _operation(
+                "scorePeerReview", "The assigned reviewer scores the report once (RADPEER-like: agree 1, minor 2, "
+                "significant 3); a significant discrepancy is told to the supervisors and the author",
+                (200, "PeerReview"), (400, 403, 404, 409), parameters=[_REVIEW_ID],
+                requestBody=_json_body("PeerReviewScore"),
+            ),
+        },
+        "/peer-reviews/{review_id}/addendum": {"post": _operation(
+            "startPeerReviewAddendum", "The author (or an expert who may amend) starts an addendum from a significant "
+            "discrepancy: a draft citing the review (201; 200 with the same draft when started already), signed with "
+            "POST /studies/{study_uid}/report/addenda", (201, "PeerReview"), (403, 404, 409), parameters=[_REVIEW_ID],
+        )},
+        "/peer-reviews/{review_id}/reassign": {"post": _operation(
+            "reassignPeerReview", "A supervisor gives a pending review to another qualified reader (without user: the "
+            "next candidate), with a reason", (200, "PeerReview"), (400, 403, 404, 409), parameters=[_REVIEW_ID],
+            requestBody=_json_body("PeerReviewReassign"),
+        )},
+        "/peer-reviews/{review_id}/cancel": {"post": _operation(
+            "cancelPeerReview", "A supervisor withdraws a pending review, with a reason", (200, "PeerReview"),
+            (400, 403, 404, 409), parameters=[_REVIEW_ID], requestBody=_json_body("Reason"),
+        )},
+        "/scorecards": {"get": _operation(
+            "scorecards", "Reader scorecards over a period: volume, turnaround, peer-review agreement, reviews done, "
+            "addenda (a supervisor's centre and below; a reader's own)", (200, "Scorecards"), (400, 403),
+            parameters=[
+                _query("since", "From (ISO 8601 date or date-time; without an offset, in the service's time zone); "
+                       "default 30 days before until.", _STRING),
+                _query("until", "Before (as since); default now.", _STRING),
+                _query("centre", "Code of a centre below the caller's (its readers only).", _STRING),
+                _query("reader", "User name of one reader (readers: only their own).", _STRING),
+            ],
+        )},
     },
     "components": {
         "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
@@ -417,6 +464,48 @@ OPENAPI: dict[str, Any] = {
                     ("overdue", "under_1h", "under_4h", "under_24h", "later"),
                     overdue=_INT, under_1h=_INT, under_4h=_INT, under_24h=_INT, later=_INT,
                 ),
+            ),
+            "PeerReviewSummary": _object(
+                ("id", "state", "study_uid", "task_id", "modality", "author", "reviewer", "created_at", "due_at"),
+                id=_INT, state={"type": "string", "enum": ["pending", "done", "cancelled"]},
+                score=_nullable({"type": "string", "enum": ["agree", "minor", "significant"]}),
+                radpeer=_nullable({"type": "integer", "minimum": 1, "maximum": 3}), new_reader={"type": "boolean"},
+                study_uid=_STRING, task_id=_INT, modality=_STRING, site=_SITE,
+                patient=_object(("name", "id"), name=_STRING, id=_STRING), description=_STRING,
+                author=_ref("Person"), reviewer=_nullable(_ref("Person")), created_at=_TIME,
+                assigned_at=_nullable(_TIME), due_at=_TIME, late={"type": "boolean"}, done_at=_nullable(_TIME),
+            ),
+            "PeerReviewList": _object(
+                ("at", "items"), at=_TIME, items={"type": "array", "items": _ref("PeerReviewSummary")},
+            ),
+            "PeerReview": {"allOf": [_ref("PeerReviewSummary"), _object(
+                ("comment", "report", "may"), comment=_STRING,
+                report={"type": "object", "description": "The signed report: state, template_id, fields, findings, "
+                                                         "impression, critical, finalized_at, addenda."},
+                addendum=_nullable(_object(
+                    ("draft", "started_at"), draft=_STRING, started_at=_TIME, started_by=_ref("Person"),
+                    signed=_nullable({"type": "object", "description": "The addendum signed since the review."}),
+                )),
+                may={"type": "object", "additionalProperties": {"type": "boolean"}},
+            )]},
+            "PeerReviewScore": _object(
+                ("score",), score={"type": "string", "enum": ["agree", "minor", "significant"]},
+                comment={"type": "string", "description": "Required for a minor or significant discrepancy."},
+            ),
+            "PeerReviewReassign": _object(
+                ("reason",), user=_nullable(_STRING), reason={"type": "string", "minLength": 1},
+            ),
+            "Reason": _object(("reason",), reason={"type": "string", "minLength": 1}),
+            "Scorecard": _object(
+                ("name", "display_name", "volume", "reviews_received", "reviews_done", "addenda"),
+                name=_STRING, display_name=_STRING, volume=_INT, median_minutes=_nullable({"type": "number"}),
+                p90_minutes=_nullable({"type": "number"}), within_deadline_share=_nullable({"type": "number"}),
+                reviews_received=_INT, agree=_INT, minor=_INT, significant=_INT,
+                agreement_share=_nullable({"type": "number"}), reviews_done=_INT, addenda=_INT,
+            ),
+            "Scorecards": _object(
+                ("since", "until", "items"), since=_TIME, until=_TIME,
+                items={"type": "array", "items": _ref("Scorecard")},
             ),
         },
     },

@@ -319,9 +319,7 @@ class _ReportPdf(FPDF):
     def __init__(self, language: str) -> None:
         super().__init__(orientation="P", unit="mm", format="A4")
         self.language = language
-        self.font_name = "cjk"
-        path, index = cjk_font()
-        self.add_font(self.font_name, "", str(path), collection_font_number=index)
+        self.font_name = add_cjk_font(self)
         self.set_margins(15, 15, 15)
         self.set_auto_page_break(True, margin=18)
         self.alias_nb_pages()
@@ -435,6 +433,13 @@ def cjk_font() -> tuple[Path, int]:
     faces = TTCollection(str(found), lazy=True).fonts
     names = [face["name"].getDebugName(1) or "" for face in faces]
     return found, next((index for index, name in enumerate(names) if name.endswith(" SC")), 0)
+
+
+def add_cjk_font(pdf: FPDF, family: str = "cjk") -> str:
+    """Add the font of :func:`cjk_font` to ``pdf`` (embedded as a subset) as ``family``, and return ``family``."""
+    path, index = cjk_font()
+    pdf.add_font(family, "", str(path), collection_font_number=index)
+    return family
 
 
 def _spread(items: list[Instance], count: int) -> list[Instance]:

@@ -7,10 +7,13 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import click
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from telerad.config import Config, ConfigError, load_config
@@ -202,6 +205,47 @@ def report_verify(ctx: click.Context, study_uids: tuple[str, ...], every: bool) 
     click.echo(f"{checked} signature(s) checked, {failed} failed")
     if failed:
         ctx.exit(1)
+
+
+@report.command("monthly")
+@click.option("--centre", "centre_code", required=True, help="Code of the county reading centre, e.g. CNTY.")
+@click.option("--month", required=True, metavar="YYYY-MM", help="The calendar month, in the service's time zone.")
+@click.option("--language", type=click.Choice(("zh", "en")), default=None, help="Language (default: service.language).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PDF file to write (default: telerad-CODE-YYYY-MM.pdf here).")
+@click.pass_context
+def report_monthly(ctx: click.Context, centre_code: str, month: str, language: str | None, output: Path | None) -> None:
+    """Write the reading centre's monthly turnaround report for the province (PDF): every task of the centre
+    signed, delivered or late in the calendar month, and its readers' scorecards."""
+    from reading_queue.tasks import ReadingTask
+    from reading_queue.turnaround import Filters, figures
+    from reports.monthly import monthly_pdf
+    from reports.scorecards import scorecards
+    from telerad import clock
+    from telerad.sites import Site, subtree_ids
+
+    try:
+        first = datetime.strptime(month, "%Y-%m")
+    except ValueError:
+        raise click.BadParameter("write the month as YYYY-MM, e.g. 2026-03", param_hint="--month") from None
+    config = _load(ctx)
+    timezone = config.reading.timezone
+    since = first.replace(tzinfo=ZoneInfo(timezone))
+    until = (since + timedelta(days=32)).replace(day=1)
+    language = language or config.service.language
+    at = clock.now()
+    with _sessions(config)() as session:
+        centre = session.scalar(select(Site).where(Site.code == centre_code))
+        if centre is None:
+            raise click.ClickException(f"--centre: no site has the code {centre_code!r}")
+        numbers = figures(session, Filters(centre=centre_code, since=since, until=until),
+                          ReadingTask.centre_site_id == centre.id, at, timezone, None)
+        cards = scorecards(session, subtree_ids(session, centre.id), since, until)
+        name = (centre.name_en or centre.name) if language == "en" else centre.name
+    path = output or Path(f"telerad-{centre_code}-{first:%Y-%m}.pdf")
+    path.write_bytes(monthly_pdf(numbers, None, cards, centre_name=name, month=f"{first:%Y-%m}", language=language,
+                                 generated_at=at, timezone=timezone))
+    click.echo(f"monthly report of {centre_code} for {first:%Y-%m} written to {path}")
 
 
 def _verifications(

@@ -21,6 +21,7 @@ from pacs_node.node import archive_for
 from reading_queue.access import visible_studies
 from reading_queue.api import api
 from reports.api import reports_api
+from reports.quality_api import quality_api
 from reading_queue.tasks import ReadingTask, TaskState
 from telerad import auth, clock
 from telerad.config import Config
@@ -28,7 +29,9 @@ from telerad.db import make_engine, make_session_factory
 from telerad.events import OutboxEvent
 from viewer import i18n
 from viewer.ohif import ohif
+from viewer.dashboard import dashboard
 from viewer.pages import pages
+from viewer.quality import quality
 from viewer.rendering import file_renderer
 from viewer.station import station
 from viewer.study import study
@@ -63,8 +66,10 @@ def create_app(config: Config) -> Flask:
 
     app.register_blueprint(api)
     app.register_blueprint(reports_api)  # reports: draft, signatures, addenda, critical findings, FHIR
-    for blueprint in (pages, worklist, station, study):
+    app.register_blueprint(quality_api)  # quality control: peer reviews, reader scorecards
+    for blueprint in (pages, worklist, station, study, dashboard):
         app.register_blueprint(blueprint)
+    app.register_blueprint(quality)  # the peer-review pages
     app.register_blueprint(ohif)  # OHIF Viewer at /ohif/ when web.ohif_dir is set
     renderer = file_renderer(app.extensions["viewer.image_cache"])
     dicomweb.init_app(app, archive_for(config, sessions), visible_studies, renderer)

@@ -10,6 +10,7 @@ from rq.cron import CronScheduler
 import reading_queue.jobs
 import reports.delivery_jobs
 import reports.jobs
+import reports.quality_jobs
 import viewer.jobs
 from telerad import broker
 from telerad.config import Config
@@ -32,6 +33,7 @@ def run_worker(config: Config, burst: bool = False) -> bool:
     viewer.jobs.subscribe()
     reports.delivery_jobs.configure(config)
     reports.delivery_jobs.subscribe()
+    reports.quality_jobs.subscribe(config)
     connection = broker.connect(config.redis.url)
     cron = None
     if not burst:

@@ -18,8 +18,8 @@ HOME_OF_ROLE = {
     "station": "station.page",
     "reader": "worklist.page",
     "consultant": "worklist.page",
-    "supervisor": "worklist.page",
-    "admin": "worklist.page",
+    "supervisor": "dashboard.page",
+    "admin": "dashboard.page",
 }
 
 
@@ -49,7 +49,7 @@ def _safe_next(target: str | None) -> str | None:
 @pages.get("/")
 @login_required
 def home() -> Response:
-    """Each role's own page: the station page for stations, the worklist for everyone else."""
+    """Each role's own page: the station page for stations, the dashboard for supervisors, the worklist for readers."""
     return redirect(url_for(HOME_OF_ROLE[caller().role]))
 
 

@@ -32,6 +32,7 @@ from reading_queue.access import visible_tasks
 from reading_queue.claims import ClaimError
 from reading_queue.notify import Notification
 from reading_queue.tasks import MODALITIES, PRIORITIES, STUDY_STATUS, ReadingTask, TaskEvent, TaskState
+from reports.quality import awaiting_count
 from telerad import clock
 from telerad.auth import caller, user_in
 from telerad.sites import Site, subtree_ids
@@ -370,6 +371,7 @@ def page() -> Response | str:
         fetched = _rows(session, user, _conditions(session, user, filters), at, filters.limit + 1, filters.offset)
         rows, more = fetched[: filters.limit], len(fetched) > filters.limit
         notices = _notices(session, user)
+        reviews = awaiting_count(session, user)
     on_page = {row.task_id: row for row in rows}
     for notice in notices:
         row = on_page.get(notice["task_id"])
@@ -385,7 +387,7 @@ def page() -> Response | str:
     }
     return render_template(
         "worklist.html", rows=rows, more=more, notices=notices, filters=filters, sites=sites, modalities=modalities,
-        priorities=PRIORITIES, script=script, errors=errors, updated=local_time(at, with_date=False),
+        priorities=PRIORITIES, script=script, errors=errors, updated=local_time(at, with_date=False), reviews=reviews,
     )
 
 

@@ -11,6 +11,7 @@ import telerad.audit  # noqa: F401
 import telerad.events  # noqa: F401
 import telerad.users  # noqa: F401
 import reports.models  # noqa: F401 - registers the report tables
+import reports.quality  # noqa: F401 - registers the peer review table
 import viewer.ecg_measurements  # noqa: F401 - registers the ECG measurements table
 from telerad.db import Base, make_engine
 

@@ -1,0 +1,112 @@
+"""Reader scorecards (医师质控档案): each reader's volume, turnaround, peer-review agreement and addenda over a period.
+
+For the readers and consultants of a set of sites, over ``[since, until)``:
+
+- ``volume``: the reading tasks they signed (the signer of the report that made the task final:
+  ``reading_tasks.signed_at`` and ``reader_id``, as :mod:`reading_queue.turnaround` counts them);
+- ``median_minutes``, ``p90_minutes``: from the study's completion to that signature
+  (:func:`reading_queue.turnaround.stats_of`), and ``within_deadline_share``, the share signed by the deadline;
+- ``reviews_received`` with ``agree``, ``minor`` and ``significant``: the peer reviews of their reports scored in
+  the period, and ``agreement_share`` = agree / reviews received;
+- ``reviews_done``: the peer reviews they scored in the period;
+- ``addenda``: the addenda signed in the period to reports they wrote (by anyone).
+
+A reader who is no longer active is listed only when the period has a figure for them. The supervisors'
+dashboard and ``GET /api/v1/scorecards`` show these cards.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from reading_queue.tasks import ReadingTask
+from reading_queue.turnaround import stats_of
+from reports.models import Report, ReportAddendum
+from reports.quality import REVIEWING_ROLES, PeerReview, ReviewState, Score
+from telerad.users import User
+
+
+def scorecards(session: Session, centre_ids: set[int], since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """One card per reader and consultant of the sites ``centre_ids`` over ``[since, until)``, by name.
+
+    Each card: ``name``, ``display_name``, ``volume``, ``median_minutes``, ``p90_minutes``,
+    ``within_deadline_share``, ``reviews_received``, ``agree``, ``minor``, ``significant``, ``agreement_share``,
+    ``reviews_done``, ``addenda`` (minutes rounded to hundredths, shares to 4 places; ``None`` where there is
+    nothing to measure).
+    """
+    readers = session.scalars(
+        select(User).where(User.site_id.in_(centre_ids), User.role.in_(REVIEWING_ROLES)).order_by(User.name)
+    ).all()
+    ids = [reader.id for reader in readers]
+    signed = _signed(session, ids, since, until)
+    received = _received(session, ids, since, until)
+    done = dict(session.execute(
+        select(PeerReview.reviewer_id, func.count())
+        .where(PeerReview.reviewer_id.in_(ids), PeerReview.state == ReviewState.DONE,
+               PeerReview.done_at >= since, PeerReview.done_at < until)
+        .group_by(PeerReview.reviewer_id)
+    ).all())
+    addenda = dict(session.execute(
+        select(Report.author_id, func.count())
+        .select_from(ReportAddendum)
+        .join(Report, Report.id == ReportAddendum.report_id)
+        .where(Report.author_id.in_(ids), ReportAddendum.signed_at >= since, ReportAddendum.signed_at < until)
+        .group_by(Report.author_id)
+    ).all())
+    cards = []
+    for reader in readers:
+        samples = signed.get(reader.id, [])
+        figures = stats_of([seconds for seconds, _ in samples], sum(on_time for _, on_time in samples)).as_dict()
+        scores = received.get(reader.id, {})
+        count = sum(scores.values())
+        card = {
+            "name": reader.name,
+            "display_name": reader.display_name or reader.name,
+            "volume": figures["count"],
+            "median_minutes": figures["median_minutes"],
+            "p90_minutes": figures["p90_minutes"],
+            "within_deadline_share": figures["within_deadline_share"],
+            "reviews_received": count,
+            **{score.value: scores.get(score, 0) for score in Score},
+            "agreement_share": round(scores.get(Score.AGREE, 0) / count, 4) if count else None,
+            "reviews_done": done.get(reader.id, 0),
+            "addenda": addenda.get(reader.id, 0),
+        }
+        if reader.active or card["volume"] or count or card["reviews_done"] or card["addenda"]:
+            cards.append(card)
+    return cards
+
+
+def _signed(session: Session, ids: list[int], since: datetime, until: datetime) -> dict[int, list[tuple[float, bool]]]:
+    """Per reader, each task they signed in the period: seconds from completion to signature, and on time or not."""
+    rows = session.execute(
+        select(ReadingTask.reader_id, ReadingTask.opened_at, ReadingTask.signed_at, ReadingTask.due_at).where(
+            ReadingTask.kind == "read", ReadingTask.reader_id.in_(ids),
+            ReadingTask.signed_at >= since, ReadingTask.signed_at < until,
+        )
+    )
+    found: dict[int, list[tuple[float, bool]]] = defaultdict(list)
+    for reader_id, opened, signed, due in rows:
+        found[reader_id].append((max((signed - opened).total_seconds(), 0.0), signed <= due))
+    return found
+
+
+def _received(session: Session, ids: list[int], since: datetime, until: datetime) -> dict[int, dict[str, int]]:
+    """Per author, the peer reviews of their reports scored in the period, counted by score."""
+    rows = session.execute(
+        select(Report.author_id, PeerReview.score, func.count())
+        .join(Report, Report.id == PeerReview.report_id)
+        .where(Report.author_id.in_(ids), PeerReview.state == ReviewState.DONE,
+               PeerReview.done_at >= since, PeerReview.done_at < until)
+        .group_by(Report.author_id, PeerReview.score)
+    )
+    found: dict[int, dict[str, int]] = defaultdict(dict)
+    for author_id, score, count in rows:
+        found[author_id][score] = count
+    return found
+
