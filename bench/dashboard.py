@@ -22,16 +22,18 @@ in completion order, so ids and the physical order follow time as they do in ser
   completion; pull: the claim, later), first opening and delivery (log-normal, median 2 min) in order;
 * each task read by a qualified reader of its centre (some read more than others);
 * what is not yet done by now is open or claimed, with its reminders, escalation, breach (overdue) and next
-  check as the service-level clock leaves them: the live tail, a few hundred tasks;
+  check as the service-level clock leaves them: the live tail (some 900 tasks of 1,000,000, some overdue);
 * timeline events: created, assigned (push), claimed, opened, escalated, breached, signed, report_delivered.
 
 Foreign keys are not checked while loading (``session_replication_role = replica``: the rows are consistent by
 construction; it needs a superuser); the tables are then VACUUM ANALYZEd, as autovacuum would have over a year.
 
 What is measured: the web app as deployed (``telerad web``, waitress, in a subprocess) over HTTP with bearer
-tokens of the provincial supervisor (sees everything) and of ``CNTY-1``'s supervisor, for several periods and
-filters ending when the data ends; ``--requests`` requests per case after a few unmeasured ones, one client,
-then four at once. The whole year is reported apart: it is not the target. A path that answers 404 is skipped
+tokens of the provincial supervisor (sees everything) and of ``CNTY-1``'s supervisor, for several periods of whole
+local days up to the day the data ends (the API's ``since`` and ``until``, the page's ``from`` and ``to``) and
+filters; ``--requests`` requests per case after a few unmeasured ones, one client,
+then four at once. The whole year is reported apart: it is not the target, and taking seconds a request it gets
+at most five requests, one client, one EXPLAIN. A path that answers 404 is skipped
 (the dashboard page may not exist yet). Beside each case, the peer: the PostgreSQL execution time
 (``EXPLAIN ANALYZE``) of the SQL statements the same request issues, caught in an in-process app: the
 percentile (``percentile_cont``) statements and all of them.
@@ -58,20 +60,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
 import yaml
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text
+from flask.testing import FlaskClient
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
@@ -82,7 +85,7 @@ from reading_queue.tasks import ReadingTask
 from reports.delivery import ACTOR as DELIVERY_ACTOR
 from reports.delivery import DICOM_PDF, Address
 from telerad.config import Config, load_config
-from telerad.db import make_engine, make_session_factory
+from telerad.db import make_engine, make_session_factory, upgrade
 from telerad.provisioning import prepare
 from telerad.sites import Site, SiteAE
 from telerad.users import User, create_token, hash_password
@@ -98,7 +101,9 @@ TARGET_MS = 300.0
 WARM_UP = 3
 CLIENTS = 4
 EXPLAINS = 3  # EXPLAIN ANALYZE runs per statement; the median is kept
+YEAR_REQUESTS = 5  # at most, for the whole year (not the target): each takes seconds
 START_TIMEOUT = 60.0
+WEB_LOG = Path(tempfile.gettempdir()) / "telerad-bench-dashboard-web.log"  # kept after the run
 PROVINCE_SUPERVISOR, COUNTY_SUPERVISOR = "supervisor-prov", "supervisor-1"
 
 PRIORITY_MIX = (("STAT", 5), ("URGENT", 20), ("ROUTINE", 75))
@@ -381,10 +386,10 @@ def fill_lookups(connection: Connection, config: Config, rng: random.Random) -> 
     connection.execute(text("INSERT INTO bench_stations VALUES (:site_id, :code, :level, :ae_title, :target, "
                             ":centre_id, :push, :supervisor)"), stations)
     policy = config.reading
+    limits = policy.turnaround_minutes
     connection.execute(text("INSERT INTO bench_priorities VALUES (:priority, :limit, :mu, :sigma)"), [
-        {"priority": p, "limit": policy.turnaround_minutes[p],
-         **dict(zip(("mu", "sigma"), lognormal(MEDIAN_MINUTES[p], policy.turnaround_minutes[p], BREACH_SHARE)))}
-        for p, _ in PRIORITY_MIX
+        {"priority": p, "limit": limits[p], "mu": mu, "sigma": sigma}
+        for p, _ in PRIORITY_MIX for mu, sigma in [lognormal(MEDIAN_MINUTES[p], limits[p], BREACH_SHARE)]
     ])
     pools: dict[tuple[int, str], list[int]] = {}
     for user_id, site_id, modalities, expert in connection.execute(
@@ -396,7 +401,7 @@ def fill_lookups(connection: Connection, config: Config, rng: random.Random) -> 
     connection.execute(text("INSERT INTO bench_pool VALUES (:centre, :modality, :readers)"),
                        [{"centre": c, "modality": m, "readers": r} for (c, m), r in pools.items()])
     connection.execute(text("INSERT INTO bench_kinds VALUES (:m, :d, :s, :i, :b, :t)"),
-                       [dict(zip("mdsibt", kind)) for kind in MODALITY_KINDS])
+                       [dict(zip("mdsibt", kind, strict=True)) for kind in MODALITY_KINDS])
 
 
 def generate(engine: Engine, config: Config, studies: int, now: datetime, rng: random.Random) -> None:
@@ -498,20 +503,32 @@ def print_counts(engine: Engine, now: datetime) -> None:
 
 @dataclass(frozen=True)
 class Case:
-    """One measured request: who asks, over which period and filters, and whether the target applies."""
+    """One measured request: who asks, over which whole local days and filters, and whether the target applies."""
 
     label: str
     caller: str
-    since: datetime
-    until: datetime
+    first: date
+    last: date
+    zone: ZoneInfo
     site: str | None = None
     modality: str | None = None
     target: bool = True
 
     @property
+    def since(self) -> datetime:
+        """The period's start: local midnight before ``first``."""
+        return datetime.combine(self.first, dtime(), self.zone)
+
+    @property
+    def until(self) -> datetime:
+        """The period's end: local midnight after ``last``."""
+        return datetime.combine(self.last + timedelta(days=1), dtime(), self.zone)
+
+    @property
     def query(self) -> dict[str, str]:
-        """The request's query parameters."""
-        query = {"since": self.since.isoformat(), "until": self.until.isoformat()}
+        """The query: the API's ``since`` and ``until``, the page's ``from`` and ``to`` (each ignores the other's)."""
+        query = {"since": self.since.isoformat(), "until": self.until.isoformat(),
+                 "from": self.first.isoformat(), "to": self.last.isoformat()}
         return query | {key: value for key, value in (("site", self.site), ("modality", self.modality)) if value}
 
 
@@ -534,19 +551,31 @@ class Refused(Exception):
     """The app answered a measured request with something other than 200."""
 
 
-def cases(end: datetime) -> list[Case]:
-    """The cases measured on each path, over periods ending at ``end``."""
-    month, week, year = end - timedelta(days=30), end - timedelta(days=7), end - timedelta(days=366)
+def refusal(status: int, content_type: str, body: str) -> str:
+    """A refused request in one line: the status, and the problem's detail or the start of the body."""
+    detail = body
+    if "json" in content_type:
+        with contextlib.suppress(ValueError, AttributeError):
+            detail = json.loads(body).get("detail", body)
+    where = f" (traceback in {WEB_LOG})" if status >= 500 else ""
+    return f"HTTP {status}{where}: {' '.join(str(detail).split())[:120]}"
+
+
+def cases(end: datetime, timezone: str) -> list[Case]:
+    """The cases measured on each path: periods of whole local days up to the day of ``end``."""
+    zone = ZoneInfo(timezone)
+    last = end.astimezone(zone).date()
+    month, week, year = last - timedelta(days=29), last - timedelta(days=6), last - timedelta(days=365)
     province, county = PROVINCE_SUPERVISOR, COUNTY_SUPERVISOR
     return [
-        Case("province, 30 days", province, month, end),
-        Case("province, 30 days, site TS-01", province, month, end, site="TS-01"),
-        Case("province, 30 days, CT", province, month, end, modality="CT"),
-        Case("province, 7 days", province, week, end),
-        Case("county CNTY-1, 30 days", county, month, end),
-        Case("county CNTY-1, 30 days, ECG", county, month, end, modality="ECG"),
-        Case("province, whole year", province, year, end, target=False),
-        Case("county CNTY-1, whole year", county, year, end, target=False),
+        Case("province, 30 days", province, month, last, zone),
+        Case("province, 30 days, site TS-01", province, month, last, zone, site="TS-01"),
+        Case("province, 30 days, CT", province, month, last, zone, modality="CT"),
+        Case("province, 7 days", province, week, last, zone),
+        Case("county CNTY-1, 30 days", county, month, last, zone),
+        Case("county CNTY-1, 30 days, ECG", county, month, last, zone, modality="ECG"),
+        Case("province, whole year", province, year, last, zone, target=False),
+        Case("county CNTY-1, whole year", county, year, last, zone, target=False),
     ]
 
 
@@ -600,7 +629,7 @@ def timed_gets(base: str, path: str, case: Case, token: str, count: int, warm_up
             response = http.get(base + path, params=case.query, timeout=600)
             elapsed = time.perf_counter() - started
             if response.status_code != 200:
-                raise Refused(f"HTTP {response.status_code}: {response.text[:300]}")
+                raise Refused(refusal(response.status_code, response.headers.get("Content-Type", ""), response.text))
             if n >= warm_up:
                 times.append(elapsed)
     return times
@@ -618,45 +647,44 @@ class Statements:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, Any]] = []
-        self.recording = threading.Event()
+        self.recording = False
         event.listen(Engine, "before_cursor_execute", self._note)
 
     def _note(self, _connection: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
-        if self.recording.is_set():
+        if self.recording:
             self.seen.append((statement, parameters))
 
     @contextlib.contextmanager
     def record(self) -> Iterator[list[tuple[str, Any]]]:
         """Record the statements run in the block into the list yielded."""
-        self.seen = []
-        self.recording.set()
+        self.seen, self.recording = [], True
         try:
             yield self.seen
         finally:
-            self.recording.clear()
+            self.recording = False
 
     def close(self) -> None:
         """Stop listening."""
         event.remove(Engine, "before_cursor_execute", self._note)
 
 
-def sql_times(client: Any, statements: Statements, engine: Engine, path: str, case: Case, token: str
+def sql_times(client: FlaskClient, statements: Statements, engine: Engine, path: str, case: Case, token: str
               ) -> tuple[float, float, int]:
-    """PostgreSQL's execution time (ms, ``EXPLAIN ANALYZE``, median of runs) of the statements the request issues
-    in an in-process app: the percentile ones, all of them; and how many statements there were."""
+    """PostgreSQL's execution time (ms, ``EXPLAIN ANALYZE``, median of runs; one run for the whole year) of the
+    statements the request issues in an in-process app: the percentile ones, all of them; and how many there were."""
     headers = {"Authorization": f"Bearer {token}"}
     client.get(path, query_string=case.query, headers=headers)
     with statements.record() as seen:
         response = client.get(path, query_string=case.query, headers=headers)
     if response.status_code != 200:
-        raise Refused(f"HTTP {response.status_code} in process: {response.get_data(as_text=True)[:300]}")
+        raise Refused(refusal(response.status_code, response.content_type or "", response.get_data(as_text=True)))
     percentile = every = 0.0
     with engine.connect() as connection:
         for statement, parameters in seen:
             if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
                 continue
             runs = []
-            for _ in range(EXPLAINS):
+            for _ in range(EXPLAINS if case.target else 1):
                 plan = connection.exec_driver_sql(
                     "EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + statement, parameters
                 ).scalar()
@@ -683,13 +711,15 @@ def measure(base: str, config: Config, engine: Engine, paths: Sequence[str], end
             if probe.status_code == 404:
                 print(f"{path}: 404 Not Found, skipped (not there yet?)", flush=True)
                 continue
-            for case in cases(end):
+            for case in cases(end, config.reading.timezone):
                 result = Result(path, case, signed_in_period(sessions, case))
                 token = tokens[case.caller]
                 try:
-                    result.seconds = timed_gets(base, path, case, token, requests_per_case, WARM_UP)
                     if case.target:
+                        result.seconds = timed_gets(base, path, case, token, requests_per_case, WARM_UP)
                         result.loaded = concurrent_gets(base, path, case, token, requests_per_case)
+                    else:
+                        result.seconds = timed_gets(base, path, case, token, min(requests_per_case, YEAR_REQUESTS), 1)
                     result.percentile_ms, result.sql_ms, result.statements = sql_times(
                         client, statements, engine, path, case, token
                     )
@@ -727,7 +757,8 @@ def report(results: Sequence[Result], requests_per_case: int) -> None:
     """Print one table per path: one client with the SQL's own time beside it, then four clients."""
     for path in dict.fromkeys(result.path for result in results):
         rows = [result for result in results if result.path == path]
-        print(f"\nGET {path}: {requests_per_case} requests per case, one client; target p95 < {TARGET_MS:.0f} ms")
+        print(f"\nGET {path}: {requests_per_case} requests per case (the whole year: {min(requests_per_case, YEAR_REQUESTS)}), "
+              f"one client; target p95 < {TARGET_MS:.0f} ms")
         print(f"{'case':34}{'p50 ms':>9}{'p95 ms':>9}  {'target':13}{'signed':>9}"
               f"{'PG percentile ms':>18}{'PG all ms':>11}{'stmts':>7}")
         for result in rows:
@@ -744,7 +775,8 @@ def report(results: Sequence[Result], requests_per_case: int) -> None:
                 print(f"{result.case.label:34}{p50(result.loaded):9.1f}{p95(result.loaded):9.1f}  "
                       f"{verdict(result.case, result.loaded)}")
     print("\nsigned: reading tasks signed in the period that the caller sees and the filters match; PG: PostgreSQL's "
-          "execution time (EXPLAIN ANALYZE) of the request's SQL statements, the percentile_cont ones and all")
+          "execution time (EXPLAIN ANALYZE, which adds some overhead of its own) of the SQL statements the same request "
+          "issues, the percentile_cont ones and all")
 
 
 # --- entry point ----------------------------------------------------------------------------------
@@ -783,16 +815,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         stored = stored_shape(admin, url.database)
         if args.reuse and stored is not None and all(stored.get(k) == v for k, v in data_shape(args).items()):
             end = datetime.fromisoformat(stored["now"])
-            print(f"reusing {url.database}: {args.studies:,} studies over the year ending {end:%Y-%m-%d %H:%M} UTC")
+            upgrade(config.database_url)
+            print(f"reusing {url.database} (schema brought up to date): {args.studies:,} studies over the year ending "
+                  f"{end:%Y-%m-%d %H:%M} UTC")
         else:
             end = datetime.now(UTC)
-            print(f"generating {args.studies:,} studies, {args.sites} stations, {args.readers} readers "
-                  f"into {url.database}", flush=True)
+            print(f"generating {args.studies:,} studies, {args.sites} stations, {args.readers} readers over the year "
+                  f"ending {end:%Y-%m-%d %H:%M} UTC into {url.database}", flush=True)
             build(admin, config, args, end)
         engine = make_engine(args.database_url)
         try:
             print_counts(engine, end)
-            with web_app(config_path, env, work / "web.log") as base:
+            with web_app(config_path, env, WEB_LOG) as base:
                 results = measure(base, config, engine, args.paths, end, args.requests)
         finally:
             engine.dispose()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select
+from sqlalchemy import ColumnElement, and_, column, exists, false, or_, select, table
 from sqlalchemy.orm import Session
 
 from pacs_node.index import Study
@@ -60,13 +60,22 @@ def may_claim(session: Session, policy: ReadingSection, user: User, task: Readin
     return True
 
 
+#: The peer reviews (a table of the reports package, named here so this package needs nothing of it).
+_peer_reviews = table("peer_reviews", column("task_id"), column("reviewer_id"))
+
+
 def visible_studies(session: Session, user: User) -> ColumnElement[bool]:
     """A filter on :class:`Study` for the studies ``user`` sees: stations, supervisors and administrators
-    those sent by their site or below, even before a task exists; everyone also those of a task they may see."""
+    those sent by their site or below, even before a task exists; everyone also those of a task they may see;
+    a reader or consultant also the studies whose report they were given to peer review."""
     through_task = exists().where(ReadingTask.study_pk == Study.id, visible_tasks(session, user))
     if user.role in ("station", "supervisor", "admin"):
         return or_(Study.site_id.in_(subtree_ids(session, user.site_id)), through_task)
-    return through_task
+    reviewing = exists().where(
+        _peer_reviews.c.reviewer_id == user.id, _peer_reviews.c.task_id == ReadingTask.id,
+        ReadingTask.study_pk == Study.id,
+    )
+    return or_(through_task, reviewing)
 
 
 def may_see_study(session: Session, user: User, study: Study) -> bool:

@@ -286,10 +286,12 @@ def _read_task(session: Session, study: Study, lock: bool = False) -> ReadingTas
     return session.scalar(query.with_for_update() if lock else query)
 
 
-def _timeline(session: Session, task_ids: list[int]) -> list[dict[str, Any]]:
-    events = session.scalars(
-        select(TaskEvent).where(TaskEvent.task_id.in_(task_ids)).order_by(TaskEvent.at, TaskEvent.id)
-    )
+def _timeline(session: Session, task_ids: list[int], for_station: bool) -> list[dict[str, Any]]:
+    """The tasks' events in order; a station is not shown the centre's internal quality control."""
+    query = select(TaskEvent).where(TaskEvent.task_id.in_(task_ids)).order_by(TaskEvent.at, TaskEvent.id)
+    if for_station:
+        query = query.where(TaskEvent.kind.not_like("peer_review%"))
+    events = session.scalars(query)
     return [
         {"at": _iso(e.at), "task_id": e.task_id, "actor": e.actor, "kind": e.kind, "detail": e.detail} for e in events
     ]
@@ -473,7 +475,7 @@ def study_status(study_uid: str) -> Response:
             "status": STUDY_STATUS[read.state if read else None],
             "study": _study_item(session, study),
             "tasks": [_task_item(row, at) for row in rows],
-            "timeline": _timeline(session, [row.ReadingTask.id for row in rows]),
+            "timeline": _timeline(session, [row.ReadingTask.id for row in rows], user.role == "station"),
         }
         audit.record(session, user.name, "study.viewed", "study", study_uid)
     return jsonify(body)

@@ -216,6 +216,13 @@ def _labels(session: Session, dimension: str, keys: Iterable[Any]) -> dict[Any, 
     return {key: {"key": key, "name": key, "name_en": key} for key in keys}
 
 
+def signatures_by_reader(session: Session, reader_ids: Iterable[int], since: datetime, until: datetime) -> dict[int, Stats]:
+    """Completion to signature of the reading tasks each reader signed in ``[since, until)`` (their scorecards)."""
+    where = and_(ReadingTask.kind == "read", ReadingTask.reader_id.in_(list(reader_ids)))
+    grouped = _group_stats(session, "signed", where, Filters(since=since, until=until))
+    return {key: stats for (dimension, key), stats in grouped.items() if dimension == "reader"}
+
+
 def _daily(session: Session, where: ColumnElement[bool], filters: Filters, timezone: str) -> list[dict[str, Any]]:
     """Per local day of signature: how many were signed, their median and 90th percentile, and the share on time."""
     where = and_(where, _in_period(ReadingTask.signed_at, filters))
@@ -309,12 +316,12 @@ def figures(
         groups[dimension] = [
             {
                 **labels.get(key, {"key": key, "name": key, "name_en": key}),
-                **{name: stats.get((dimension, key), _empty(name)).as_dict() for name, stats in intervals.items()},
+                **{name: stats.get((dimension, key), empty_stats(name)).as_dict() for name, stats in intervals.items()},
             }
             for key in keys
         ]
         groups[dimension].sort(key=lambda item: str(item["key"]))
-    overall = {name: stats.get((None, None), _empty(name)).as_dict() for name, stats in intervals.items()}
+    overall = {name: stats.get((None, None), empty_stats(name)).as_dict() for name, stats in intervals.items()}
     signed = overall["signed"]
     return {
         "filters": {key: (value.isoformat() if isinstance(value, datetime) else value) for key, value in asdict(filters).items()},
@@ -329,5 +336,6 @@ def figures(
     }
 
 
-def _empty(name: str) -> Stats:
+def empty_stats(name: str) -> Stats:
+    """The figures of an interval with nothing in it (the signature's share within deadline counts 0 of 0)."""
     return Stats(0, None, None, None, 0) if name == "signed" else EMPTY

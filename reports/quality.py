@@ -16,9 +16,9 @@ addendum) may start an addendum from the review (:func:`start_addendum`): a draf
 through :func:`reports.drafting.add_addendum` like every addendum. Supervisors reassign or cancel a pending
 review.
 
-A review's states and the moves between them are kept here (:data:`MOVES`): ``pending`` → ``done`` (scored)
-or ``cancelled`` (by a supervisor). Every step is in the audit trail and on the reading task's timeline; the
-callers flush their notifier before committing.
+A review's states are kept here (:class:`ReviewState`): ``pending`` → ``done`` (scored) or ``cancelled`` (by
+a supervisor); only a pending review is scored, reassigned or cancelled. Every step is in the audit trail and on
+the reading task's timeline; the callers flush their notifier before committing.
 """
 
 from __future__ import annotations
@@ -58,19 +58,11 @@ ADDENDUM_CITATION = "依据质控复核第 {id} 号意见（重大差异）补�
 
 
 class ReviewState(enum.StrEnum):
-    """Where a peer review is."""
+    """Where a peer review is. A review leaves ``pending`` once, for good: scored or withdrawn."""
 
     PENDING = "pending"  # waiting for its reviewer (or, unassigned, for a supervisor to find one)
     DONE = "done"  # scored
     CANCELLED = "cancelled"  # withdrawn by a supervisor
-
-
-#: The moves a review may make, from each state.
-MOVES: dict[ReviewState, frozenset[ReviewState]] = {
-    ReviewState.PENDING: frozenset({ReviewState.DONE, ReviewState.CANCELLED}),
-    ReviewState.DONE: frozenset(),
-    ReviewState.CANCELLED: frozenset(),
-}
 
 
 class Score(enum.StrEnum):
@@ -103,7 +95,7 @@ class PeerReview(Base):
     created_at: Mapped[datetime]
     assigned_at: Mapped[datetime | None]
     done_at: Mapped[datetime | None] = mapped_column(index=True)
-    addendum_draft: Mapped[str | None] = mapped_column(Text)  # the addendum started from the review, until signed
+    addendum_draft: Mapped[str | None] = mapped_column(Text)  # the addendum as started from the review
     addendum_started_at: Mapped[datetime | None]
     addendum_started_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
@@ -111,9 +103,10 @@ class PeerReview(Base):
 class ReviewError(Problem):
     """A peer-review action refused: ``status`` is the HTTP status, ``parameter`` (400) the input at fault."""
 
-
-def _bad(name: str, reason: str) -> ReviewError:
-    return ReviewError(400, f"{name}: {reason}", parameter=name)
+    @classmethod
+    def bad(cls, name: str, reason: str) -> ReviewError:
+        """A 400 naming the input ``name`` and what is wrong with it."""
+        return cls(400, f"{name}: {reason}", parameter=name)
 
 
 # --- the draw ---------------------------------------------------------------------------------------------------
@@ -272,20 +265,9 @@ def _refuse_unless_pending(review: PeerReview) -> None:
         raise ReviewError(409, f"the review is {review.state} already", state=review.state)
 
 
-def _move(review: PeerReview, to: ReviewState) -> None:
-    if to not in MOVES[ReviewState(review.state)]:
-        raise ReviewError(409, f"a {review.state} review is never {to}", state=review.state)
-    review.state = to
-
-
 def _subject(session: Session, review: PeerReview) -> tuple[Report, Study, ReadingTask]:
     report = session.get(Report, review.report_id)
     return report, session.get(Study, report.study_pk), session.get(ReadingTask, review.task_id)
-
-
-def _name(session: Session, user_id: int | None) -> str:
-    user = session.get(User, user_id) if user_id is not None else None
-    return (user.display_name or user.name) if user is not None else "—"
 
 
 def _give(session: Session, notifier: Notifier, review: PeerReview, reviewer: User, task: ReadingTask,
@@ -319,12 +301,10 @@ def sample(session: Session, config: Config, notifier: Notifier, signature_id: i
     session.add(review)
     session.flush()
     reviewer = pick_reviewer(session, task, signers(session, report.id))
-    author = _name(session, report.author_id)
     if reviewer is None:
-        people = supervisors(session, task.centre_site_id)
         message = (f"质控复核无人可分配 Peer review unassigned: nobody else reads {task.modality} for study "
-                   f"{study.study_uid} (report by {author}); please assign a reviewer")
-        notifier.notify(session, people, task, "peer_review_unassigned", message[:400], at)
+                   f"{study.study_uid}; please assign a reviewer")
+        notifier.notify(session, supervisors(session, task.centre_site_id), task, "peer_review_unassigned", message, at)
     else:
         _give(session, notifier, review, reviewer, task, config.quality.review_days, at)
     record(session, task, "peer_review_drawn", "system", review_id=review.id, new_reader=is_new,
@@ -345,18 +325,17 @@ def score(session: Session, notifier: Notifier, review: PeerReview, user: User, 
         raise ReviewError(403, "only the reviewer this review is given to scores it")
     _refuse_unless_pending(review)
     if code not in SCORES:
-        raise _bad("score", f"expected one of {', '.join(Score)}")
+        raise ReviewError.bad("score", f"expected one of {', '.join(Score)}")
     if comment is None:
         comment = ""
     if not isinstance(comment, str):
-        raise _bad("comment", "expected text")
+        raise ReviewError.bad("comment", "expected text")
     comment = comment.strip()
     if len(comment) > COMMENT_LIMIT:
-        raise _bad("comment", f"at most {COMMENT_LIMIT} characters")
+        raise ReviewError.bad("comment", f"at most {COMMENT_LIMIT} characters")
     if code != Score.AGREE and not comment:
-        raise _bad("comment", "say what differs: a comment is required for a discrepancy")
-    _move(review, ReviewState.DONE)
-    review.score, review.comment, review.done_at = code, comment, at
+        raise ReviewError.bad("comment", "say what differs: a comment is required for a discrepancy")
+    review.state, review.score, review.comment, review.done_at = ReviewState.DONE, code, comment, at
     report, study, task = _subject(session, review)
     record(session, task, "peer_review_scored", user.name, review_id=review.id, score=code)
     audit.record(session, user.name, "peer_review.scored", "study", study.study_uid, review_id=review.id,
@@ -400,7 +379,7 @@ def _supervised(session: Session, supervisor: User, review: PeerReview, reason: 
         raise ReviewError(403, "only a supervisor of the report's centre may do this")
     _refuse_unless_pending(review)
     if not isinstance(reason, str) or not reason.strip():
-        raise _bad("reason", "say why, for the record")
+        raise ReviewError.bad("reason", "say why, for the record")
     return reason.strip()
 
 
@@ -417,7 +396,7 @@ def reassign(session: Session, config: Config, notifier: Notifier, review: PeerR
         if reviewer is None:
             raise ReviewError(409, f"nobody else is qualified to review this {task.modality} report")
     elif reviewer.id not in {user.id for user in candidates(session, task, excluded)}:
-        raise _bad("user", f"{reviewer.name} is not an active reader of {task.modality} at the report's centre "
+        raise ReviewError.bad("user", f"{reviewer.name} is not an active reader of {task.modality} at the report's centre "
                            "or above who has not signed it")
     elif reviewer.id == review.reviewer_id:
         raise ReviewError(409, f"the review is already with {reviewer.name}")
@@ -433,7 +412,7 @@ def reassign(session: Session, config: Config, notifier: Notifier, review: PeerR
 def cancel(session: Session, review: PeerReview, supervisor: User, reason: object) -> None:
     """A supervisor withdraws a pending review, with the reason recorded."""
     reason = _supervised(session, supervisor, review, reason)
-    _move(review, ReviewState.CANCELLED)
+    review.state = ReviewState.CANCELLED
     report, study, task = _subject(session, review)
     record(session, task, "peer_review_cancelled", supervisor.name, review_id=review.id, reason=reason)
     audit.record(session, supervisor.name, "peer_review.cancelled", "study", study.study_uid, review_id=review.id,

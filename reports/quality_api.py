@@ -22,6 +22,7 @@ nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
@@ -34,12 +35,12 @@ from werkzeug.exceptions import HTTPException
 from pacs_node.index import Study
 from reading_queue.access import may_supervise
 from reading_queue.api import turnaround_filters
-from reading_queue.notify import configured_notifier
+from reading_queue.notify import Notifier, configured_notifier
 from reading_queue.tasks import ReadingTask
 from reports import quality
 from reports.drafting import addenda
 from reports.models import Report
-from reports.quality import RADPEER, PeerReview, ReviewState, Score
+from reports.quality import RADPEER, PeerReview, ReviewError, ReviewState, Score
 from reports.scorecards import scorecards
 from telerad import audit, clock
 from telerad.auth import caller_transaction
@@ -60,10 +61,6 @@ def _config() -> Config:
     return current_app.extensions["telerad.config"]
 
 
-def _bad(name: str, reason: str) -> Problem:
-    return Problem(400, f"{name}: {reason}", parameter=name)
-
-
 def _body() -> dict[str, Any]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -75,7 +72,7 @@ def _named(session: Session, name: str, value: Any) -> User:
     """The user named ``value`` (a 400 naming the parameter ``name`` otherwise)."""
     user = session.scalar(select(User).where(User.name == value)) if isinstance(value, str) else None
     if user is None:
-        raise _bad(name, f"no user named {value!r}")
+        raise ReviewError.bad(name, f"no user named {value!r}")
     return user
 
 
@@ -184,7 +181,7 @@ def _states() -> list[str]:
     states = list(dict.fromkeys(raw.split(",")))
     wrong = [state for state in states if state not in set(ReviewState)]
     if wrong:
-        raise _bad("state", f"{wrong[0]!r} is not a state; expected some of {', '.join(ReviewState)}")
+        raise ReviewError.bad("state", f"{wrong[0]!r} is not a state; expected some of {', '.join(ReviewState)}")
     return states
 
 
@@ -217,55 +214,50 @@ def get_review(review_id: int) -> Response:
     return jsonify(body)
 
 
+def _act(review_id: int, act: Callable[[Session, User, PeerReview, dict[str, Any], Notifier, datetime], Any],
+         body: bool = True) -> tuple[dict[str, Any], Any]:
+    """Run ``act(session, user, review, body, notifier, at)`` on the review, locked, in one transaction as the
+    caller, its notices written before the commit; the review as it is then, and what ``act`` returned."""
+    at = clock.now()
+    with caller_transaction() as (session, user):
+        given = _body() if body else {}
+        review = _review(session, user, review_id, lock=True)
+        notifier = configured_notifier(_config().reading.webhook_url)
+        result = act(session, user, review, given, notifier, at)
+        notifier.flush(session)
+        return document(session, review, user, at), result
+
+
 @quality_api.post("/peer-reviews/<int:review_id>")
 def score_review(review_id: int) -> Response:
     """The assigned reviewer scores the report, once; a significant discrepancy is told to supervisors and author."""
-    at = clock.now()
-    with caller_transaction() as (session, user):
-        body = _body()
-        review = _review(session, user, review_id, lock=True)
-        notifier = configured_notifier(_config().reading.webhook_url)
-        quality.score(session, notifier, review, user, body.get("score"), body.get("comment"), at)
-        notifier.flush(session)
-        answer = document(session, review, user, at)
+    answer, _ = _act(review_id, lambda session, user, review, body, notifier, at: quality.score(
+        session, notifier, review, user, body.get("score"), body.get("comment"), at))
     return jsonify(answer)
 
 
 @quality_api.post("/peer-reviews/<int:review_id>/addendum")
 def start_addendum(review_id: int) -> tuple[Response, int]:
     """Start an addendum from a significant discrepancy: 201 with the draft, 200 when it was started already."""
-    at = clock.now()
-    with caller_transaction() as (session, user):
-        review = _review(session, user, review_id, lock=True)
-        started = quality.start_addendum(session, review, user, at)
-        answer = document(session, review, user, at)
+    answer, started = _act(review_id, lambda session, user, review, body, notifier, at: quality.start_addendum(
+        session, review, user, at), body=False)
     return jsonify(answer), 201 if started else 200
 
 
 @quality_api.post("/peer-reviews/<int:review_id>/reassign")
 def reassign_review(review_id: int) -> Response:
     """A supervisor gives a pending review to ``user``, or without one to the next candidate, with a reason."""
-    at = clock.now()
-    with caller_transaction() as (session, user):
-        body = _body()
-        review = _review(session, user, review_id, lock=True)
-        reviewer = _named(session, "user", body["user"]) if body.get("user") is not None else None
-        notifier = configured_notifier(_config().reading.webhook_url)
-        quality.reassign(session, _config(), notifier, review, user, reviewer, body.get("reason"), at)
-        notifier.flush(session)
-        answer = document(session, review, user, at)
+    answer, _ = _act(review_id, lambda session, user, review, body, notifier, at: quality.reassign(
+        session, _config(), notifier, review, user,
+        _named(session, "user", body["user"]) if body.get("user") is not None else None, body.get("reason"), at))
     return jsonify(answer)
 
 
 @quality_api.post("/peer-reviews/<int:review_id>/cancel")
 def cancel_review(review_id: int) -> Response:
     """A supervisor withdraws a pending review, with a reason."""
-    at = clock.now()
-    with caller_transaction() as (session, user):
-        body = _body()
-        review = _review(session, user, review_id, lock=True)
-        quality.cancel(session, review, user, body.get("reason"))
-        answer = document(session, review, user, at)
+    answer, _ = _act(review_id, lambda session, user, review, body, notifier, at: quality.cancel(
+        session, review, user, body.get("reason")))
     return jsonify(answer)
 
 
@@ -282,11 +274,11 @@ def reader_scorecards() -> Response:
         filters = turnaround_filters(session, user)  # since, until, centre and reader, checked as for turnaround
         for name in ("site", "modality", "priority"):
             if getattr(filters, name):
-                raise _bad(name, "a scorecard covers every site, modality and priority of its reader")
+                raise ReviewError.bad(name, "a scorecard covers every site, modality and priority of its reader")
         until = filters.until or at
         since = filters.since or until - timedelta(days=DEFAULT_DAYS)
         if until <= since:
-            raise _bad("since", "must be earlier than until")
+            raise ReviewError.bad("since", "must be earlier than until")
         sites = subtree_ids(session, user.site_id)
         if filters.centre:
             sites &= subtree_ids(session, session.scalar(select(Site.id).where(Site.code == filters.centre)))

@@ -24,8 +24,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reading_queue.tasks import ReadingTask
-from reading_queue.turnaround import stats_of
+from reading_queue.turnaround import empty_stats, signatures_by_reader
 from reports.models import Report, ReportAddendum
 from reports.quality import REVIEWING_ROLES, PeerReview, ReviewState, Score
 from telerad.users import User
@@ -43,7 +42,7 @@ def scorecards(session: Session, centre_ids: set[int], since: datetime, until: d
         select(User).where(User.site_id.in_(centre_ids), User.role.in_(REVIEWING_ROLES)).order_by(User.name)
     ).all()
     ids = [reader.id for reader in readers]
-    signed = _signed(session, ids, since, until)
+    signed = signatures_by_reader(session, ids, since, until)
     received = _received(session, ids, since, until)
     done = dict(session.execute(
         select(PeerReview.reviewer_id, func.count())
@@ -60,8 +59,7 @@ def scorecards(session: Session, centre_ids: set[int], since: datetime, until: d
     ).all())
     cards = []
     for reader in readers:
-        samples = signed.get(reader.id, [])
-        figures = stats_of([seconds for seconds, _ in samples], sum(on_time for _, on_time in samples)).as_dict()
+        figures = signed.get(reader.id, empty_stats("signed")).as_dict()
         scores = received.get(reader.id, {})
         count = sum(scores.values())
         card = {
@@ -80,20 +78,6 @@ def scorecards(session: Session, centre_ids: set[int], since: datetime, until: d
         if reader.active or card["volume"] or count or card["reviews_done"] or card["addenda"]:
             cards.append(card)
     return cards
-
-
-def _signed(session: Session, ids: list[int], since: datetime, until: datetime) -> dict[int, list[tuple[float, bool]]]:
-    """Per reader, each task they signed in the period: seconds from completion to signature, and on time or not."""
-    rows = session.execute(
-        select(ReadingTask.reader_id, ReadingTask.opened_at, ReadingTask.signed_at, ReadingTask.due_at).where(
-            ReadingTask.kind == "read", ReadingTask.reader_id.in_(ids),
-            ReadingTask.signed_at >= since, ReadingTask.signed_at < until,
-        )
-    )
-    found: dict[int, list[tuple[float, bool]]] = defaultdict(list)
-    for reader_id, opened, signed, due in rows:
-        found[reader_id].append((max((signed - opened).total_seconds(), 0.0), signed <= due))
-    return found
 
 
 def _received(session: Session, ids: list[int], since: datetime, until: datetime) -> dict[int, dict[str, int]]:

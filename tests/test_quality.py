@@ -5,6 +5,7 @@ reviewer's page in Chinese and English."""
 
 from __future__ import annotations
 
+import re
 import stat
 from datetime import timedelta
 from pathlib import Path
@@ -12,11 +13,13 @@ from typing import Any
 
 import pytest
 from alliance import CT, ECG, START, Alliance, assert_problem
+from browser import LiveServer, WatchedPage, sign_in
 from history import made
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from test_reports import countersigning  # noqa: F401 - the fixture, for a countersigned report
 from test_reports import claimed, drafted, notices, report_path, signed_events, timeline, variant
+from test_browser import IGNORED
 from web_client import Browser, csrf_token, text_of
 
 from reading_queue.signing import mark_signed
@@ -37,10 +40,12 @@ KEY = bytes(range(32))
 
 
 def drawing(alliance: Alliance, monkeypatch: pytest.MonkeyPatch, **shares: float) -> None:
-    """The worker's subscription of the peer-review job (and no other handler), drawing at ``shares``."""
+    """The worker's subscription of the peer-review job (and no other handler), drawing at ``shares`` (1 unless
+    given)."""
     monkeypatch.setattr(events, "_handlers", {})
     monkeypatch.setattr(quality_jobs, "_config", None)
-    quality_jobs.subscribe(variant(alliance.config, "quality", **({"sample_share": 1.0, "new_reader_share": 1.0} | shares)))
+    drawn_at = {"sample_share": 1.0, "new_reader_share": 1.0} | shares
+    quality_jobs.subscribe(variant(alliance.config, "quality", **drawn_at))
 
 
 def dispatched(alliance: Alliance, uid: str) -> None:
@@ -49,9 +54,9 @@ def dispatched(alliance: Alliance, uid: str) -> None:
         events.dispatch(event.id, event.topic, event.payload)
 
 
-def signed(alliance: Alliance, passwords: dict[str, str], reader: str, ae: str = "DG_CT", **changes: Any) -> str:
-    """A study read and signed final by ``reader``, its events handled; returns its UID."""
-    uid = claimed(alliance, CT, ae, reader, **changes)
+def signed(alliance: Alliance, passwords: dict[str, str], reader: str) -> str:
+    """A CT study read and signed final by ``reader`` through the API, its events handled; returns its UID."""
+    uid = claimed(alliance, CT, "DG_CT", reader)
     drafted(alliance, reader, uid, findings="双肺纹理清晰。", impression="未见明显异常。")
     answer = alliance.post(report_path(uid, "/sign"), reader, {"password": passwords[reader]})
     assert answer.status_code == 200 and answer.json["state"] == "final", answer.json
@@ -263,7 +268,8 @@ def test_scoring_once_by_the_reviewer_with_a_comment_for_a_discrepancy(
     uid, review_id = reviewed(pull, passwords, monkeypatch)
     path = f"/peer-reviews/{review_id}"
     mine = pull.get("/peer-reviews", "consultant").json["items"]
-    assert [(item["id"], item["state"], item["author"]["name"]) for item in mine] == [(review_id, "pending", "reader-ct")]
+    assert [(item["id"], item["state"], item["author"]["name"]) for item in mine] == [
+        (review_id, "pending", "reader-ct")]
     assert pull.get("/peer-reviews", "reader-ct").json["items"] == []  # the author sees it once scored
     assert_problem(pull.get(path, "reader-ct"), 404)
     shown = pull.get(path, "consultant").json
@@ -384,7 +390,8 @@ def test_scorecards_are_computed_exactly_on_a_known_history(pull: Alliance) -> N
         ):
             session.add(PeerReview(
                 report_id=reports[name].id, task_id=tasks[name].id, new_reader=False, state=state,
-                reviewer_id=ids[reviewer], score=score, comment="", created_at=since, assigned_at=since, done_at=done_at,
+                reviewer_id=ids[reviewer], score=score, comment="", created_at=since, assigned_at=since,
+                done_at=done_at,
             ))
         for name, signed_at in (("A", after), ("B", inside)):
             session.add(ReportAddendum(report_id=reports[name].id, text="补充", author_id=ids["reader-ct"],
@@ -433,10 +440,10 @@ def test_the_review_page_in_chinese_and_english_scores_and_starts_the_addendum(
 ) -> None:
     uid, review_id = reviewed(pull, passwords, monkeypatch)
     people = {}
-    for number, name in enumerate(("consultant", "reader-ct"), start=20):
+    for number, name in enumerate(("consultant", "reader-ct", "supervisor"), start=20):
         people[name] = Browser(pull, f"10.0.1.{number}")
         assert people[name].sign_in(name, passwords[name]).status_code == 302
-    consultant, author = people["consultant"], people["reader-ct"]
+    consultant, author, supervisor = people["consultant"], people["reader-ct"], people["supervisor"]
 
     worklist = consultant.get("/worklist")
     assert "质控复核 (1)" in text_of(worklist)
@@ -444,16 +451,20 @@ def test_the_review_page_in_chinese_and_english_scores_and_starts_the_addendum(
     assert listed.status_code == 200 and f'href="/reviews/{review_id}"' in listed.get_data(as_text=True)
     assert "影像医师 李强" in text_of(listed) and "您的评分" in text_of(listed)
     assert "暂无需要您处理的质控复核" in text_of(author.get("/reviews"))
+    assert "等待 省级专家 陈教授 评分" in text_of(supervisor.get("/reviews"))  # the centre's pending reviews
+    watched = text_of(supervisor.get(f"/reviews/{review_id}"))
+    assert "等待 省级专家 陈教授 评分。" in watched and "提交评分" not in watched
 
     page = consultant.get(f"/reviews/{review_id}")
     words = text_of(page)
     assert page.status_code == 200
-    for shown in ("已签发的报告", "打开影像", "同意", "轻微差异", "重大差异", "提交评分", "双肺纹理清晰。", "未见明显异常。"):
+    for shown in ("已签发的报告", "打开影像", "同意", "轻微差异", "重大差异", "提交评分", "双肺纹理清晰。", "未见明显异常。",
+                  "颅骨 未见骨折"):
         assert shown in words, shown
     assert f'href="/studies/{uid}"' in page.get_data(as_text=True)
     english = text_of(consultant.get(f"/reviews/{review_id}", lang="en"))
     for shown in ("The signed report", "Open images", "Agree", "Minor discrepancy", "Significant discrepancy",
-                  "Submit the score"):
+                  "Submit the score", "Skull No fracture"):
         assert shown in english, shown
     consultant.get(f"/reviews/{review_id}", lang="zh")
     assert author.get(f"/reviews/{review_id}").status_code == 404  # not scored yet
@@ -478,3 +489,47 @@ def test_the_review_page_in_chinese_and_english_scores_and_starts_the_addendum(
     html = drafting.get_data(as_text=True)
     assert f"质控复核第 {review_id} 号" in html and f"/api/v1/studies/{uid}/report/addenda" in html
     assert "签名密码" in text_of(drafting) and "review.js" in html
+
+
+def test_in_chromium_the_reviewer_scores_with_the_big_buttons_and_the_author_signs_the_addendum(
+    pull: Alliance, passwords: dict[str, str], monkeypatch: pytest.MonkeyPatch, live_server: LiveServer,
+    watched: WatchedPage,
+) -> None:
+    from playwright.sync_api import expect
+
+    uid, review_id = reviewed(pull, passwords, monkeypatch)
+    page = watched.page
+    sign_in(page, live_server.url, "consultant", passwords["consultant"], f"/reviews/{review_id}")
+    expect(page.locator("h1")).to_have_text(f"质控复核 第 {review_id} 号")
+    page.get_by_text("重大差异", exact=True).click()  # the whole big button is the choice
+    expect(page.locator('input[value="significant"]')).to_be_checked()
+    page.locator("#comment").fill("左侧基底节区小片出血灶漏报。")
+    watched.screenshot("scoring", full_page=True)
+    page.locator("#submit-score").click()
+    expect(page.locator("#score")).to_contain_text("3 · 重大差异")
+    assert review_of(pull, uid).score == "significant"
+
+    second = page.context.browser.new_context(locale="zh-CN")  # the author, in a browser of their own
+    author = second.new_page()
+    watched.watch(author)
+    sign_in(author, live_server.url, "reader-ct", passwords["reader-ct"], f"/reviews/{review_id}")
+    author.locator("#start-addendum").click()
+    text = author.locator("#addendum-text")
+    expect(text).to_have_value(re.compile(f"^依据质控复核第 {review_id} 号意见"))
+    author.locator("#addendum-password").fill(passwords["reader-ct"])
+    author.locator("#sign-addendum").click()  # nothing written after the citation yet: refused on the page
+    expect(author.locator("#addendum-error")).to_have_text("请在引用复核意见的那一行后面写补充内容。")
+    text.press("End")
+    text.type("左侧基底节区小片出血灶。")
+    author.locator("#addendum-password").fill("not my password")
+    author.locator("#sign-addendum").click()
+    expect(author.locator("#addendum-error")).to_contain_text("密码")
+    author.locator("#addendum-password").fill(passwords["reader-ct"])
+    author.locator("#sign-addendum").click()
+    expect(author.locator("#addendum")).to_have_text("此复核之后已签发补充报告。")
+    expect(author.locator("#report-addenda")).to_contain_text("左侧基底节区小片出血灶。")
+    report = pull.get(report_path(uid), "reader-ct").json
+    assert report["state"] == "amended" and report["impression"] == "未见明显异常。"
+    watched.screenshot("addendum-signed")
+    second.close()
+    watched.assert_clean([*IGNORED, r"/api/v1/studies/.*/report/addenda$"])  # the wrong password's 403

@@ -21,7 +21,7 @@ from flask import Blueprint, Response, abort, current_app, flash, redirect, rend
 from flask_babel import gettext as _
 from flask_login import login_required
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from reading_queue.notify import configured_notifier
 from reports import quality as rules
@@ -73,7 +73,7 @@ def _field_rows(template: Template | None, fields: dict[str, Any]) -> list[tuple
     return rows
 
 
-def _sessions() -> Any:
+def _sessions() -> sessionmaker:
     return current_app.extensions["telerad.sessions"]
 
 

@@ -152,7 +152,9 @@ def status_label(status: str | None) -> str:
 def notice_label(kind: str) -> str:
     """What kind of notice the service-level clock sent."""
     labels = {"reminder": _("Reminder: the deadline is near"), "escalation": _("Escalated: offered to every reader"),
-              "breach": _("Deadline passed")}
+              "breach": _("Deadline passed"), "reassigned": _("Given to you by the supervisor"),
+              "peer_review": _("A report to peer review"),
+              "peer_review_discrepancy": _("Peer review found a significant discrepancy")}
     return labels.get(kind, _("Notice"))
 
 

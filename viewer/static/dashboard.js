@@ -50,34 +50,24 @@ for (const form of document.querySelectorAll("form.act.duty")) {
   });
 }
 
-// A file made on the server (the Excel workbook, the monthly PDF) is fetched with a progress bar, then saved.
+// A file made on the server (the Excel workbook, the monthly PDF) takes a moment: a progress bar shows until it has
+// arrived, then it is saved.
 async function download(url, progressBox, button) {
-  const bar = progressBox.querySelector("progress");
   const label = progressBox.querySelector(".progress-label");
   progressBox.hidden = false;
-  bar.removeAttribute("value");
+  progressBox.querySelector("progress").removeAttribute("value");
   label.textContent = t("Preparing the file…");
   button.disabled = true;
   try {
     const response = await fetch(url, { credentials: "same-origin" });
     if (!response.ok) throw new Error(response.statusText);
-    const total = Number(response.headers.get("Content-Length")) || 0;
-    const reader = response.body.getReader();
-    const parts = [];
-    let received = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      parts.push(value);
-      received += value.length;
-      if (total) { bar.max = total; bar.value = received; label.textContent = `${Math.round((100 * received) / total)}%`; }
-    }
+    const file = await response.blob();
     const name = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "")?.[1] || "telerad";
     const link = document.createElement("a");
-    link.href = URL.createObjectURL(new Blob(parts, { type: response.headers.get("Content-Type") || "" }));
+    link.href = URL.createObjectURL(file);
     link.download = name;
     link.click();
-    URL.revokeObjectURL(link.href);
+    setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
     progressBox.hidden = true;
   } catch (error) {
     label.textContent = t("Could not do it: {reason}", { reason: error.message });

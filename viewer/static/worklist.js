@@ -32,7 +32,9 @@ function stateLabel(state) {
 
 function noticeLabel(kind) {
   return { reminder: t("Reminder: the deadline is near"), escalation: t("Escalated: offered to every reader"),
-    breach: t("Deadline passed") }[kind] ?? t("Notice");
+    breach: t("Deadline passed"), reassigned: t("Given to you by the supervisor"),
+    peer_review: t("A report to peer review"),
+    peer_review_discrepancy: t("Peer review found a significant discrepancy") }[kind] ?? t("Notice");
 }
 
 function errorText(status) {
