@@ -10,11 +10,9 @@ and :mod:`reading_queue.consult`). Errors are RFC 9457 problem details
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -40,12 +38,12 @@ from telerad import audit, clock
 from telerad.config import ReadingSection
 from telerad.sites import Site, subtree_ids
 from telerad.auth import caller_transaction
-from telerad.problems import Problem, problem_response
+from telerad.problems import Problem, answer_with_problems, http_problem, problem_response
 from telerad.users import User
 
-log = logging.getLogger(__name__)
 
 api = Blueprint("reading_queue", __name__, url_prefix="/api/v1")
+answer_with_problems(api)
 
 RUNNING = (TaskState.OPEN, TaskState.CLAIMED)
 NOTIFICATIONS_SHOWN = 50
@@ -520,11 +518,6 @@ def openapi() -> Response:
 # --- errors --------------------------------------------------------------------------------------
 
 
-@api.errorhandler(Problem)
-def _onproblem_response(exc: Problem) -> Response:
-    return problem_response(exc.status, exc.detail, **exc.extra)
-
-
 @api.errorhandler(ClaimError)
 @api.errorhandler(ConsultError)
 def _on_refusal(exc: ClaimError | ConsultError) -> Response:
@@ -537,18 +530,8 @@ def _on_supervision(exc: SupervisionError) -> Response:
     return problem_response(exc.status, str(exc), **extra)
 
 
-@api.errorhandler(HTTPException)
-def _on_http(exc: HTTPException) -> Response:
-    return problem_response(exc.code or 500, exc.description or HTTPStatus(exc.code or 500).phrase)
-
-
 @api.app_errorhandler(HTTPException)
 def _on_routing(exc: HTTPException) -> Response | HTTPException:
     """Unknown paths and methods under ``/api/v1`` (found before any blueprint) as problem details too."""
-    return _on_http(exc) if (request.path + "/").startswith(f"{api.url_prefix}/") else exc
+    return http_problem(exc) if (request.path + "/").startswith(f"{api.url_prefix}/") else exc
 
-
-@api.errorhandler(Exception)
-def _on_unexpected(exc: Exception) -> Response:
-    log.exception("unexpected error in %s %s", request.method, request.path)
-    return problem_response(500, "an unexpected error occurred; it was logged")

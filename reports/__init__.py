@@ -13,7 +13,11 @@
 - ``fhir``: the report as a FHIR R4 DiagnosticReport;
 - ``api``: the JSON API under ``/api/v1/studies/{study_uid}/report`` and ``/api/v1/report-templates``;
 - ``dicom_document``, ``delivery``, ``delivery_jobs``: the Encapsulated PDF and Basic Text SR sent back to the
-  station's DICOM node, and the webhook, with retries and a state per delivery.
+  station's DICOM node, and the webhook, with retries and a state per delivery;
+- ``quality``, ``quality_jobs``, ``quality_api``: peer review (质控) of a random sample of final reports, scored
+  on a RADPEER-like scale, a significant discrepancy told and answered by an addendum;
+- ``scorecards``: each reader's volume, turnaround, peer-review agreement and addenda;
+- ``monthly``: the county's monthly report for the province (PDF).
 
 Who may write, sign, countersign, read and acknowledge is asked of :mod:`reading_queue.access`.
 """

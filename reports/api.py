@@ -24,15 +24,12 @@ problem details; a wrong password is a 403 and changes nothing.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
-from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import HTTPException
 
 from pacs_node.index import Study
 from reading_queue import access
@@ -43,12 +40,12 @@ from reports.keys import WrongPassword
 from reports.models import CriticalNotice, Report, ReportSignature, ReportState
 from telerad import audit, clock
 from telerad.auth import caller_transaction
-from telerad.problems import Problem, problem_response
+from telerad.problems import Problem, answer_with_problems, problem_response
 from telerad.users import User
 
-log = logging.getLogger(__name__)
 
 reports_api = Blueprint("reports", __name__, url_prefix="/api/v1")
+answer_with_problems(reports_api)
 _CONTEXT = "reports.context"
 WRONG_PASSWORD = "the password is not correct"
 
@@ -346,11 +343,6 @@ def report_pdf(study_uid: str) -> Response:
 # --- errors ----------------------------------------------------------------------------------------------------
 
 
-@reports_api.errorhandler(Problem)
-def _on_problem(exc: Problem) -> Response:
-    return problem_response(exc.status, exc.detail, **exc.extra)
-
-
 @reports_api.errorhandler(ReportError)
 def _on_report_error(exc: ReportError) -> Response:
     return problem_response(exc.status, str(exc), **exc.extra)
@@ -360,14 +352,4 @@ def _on_report_error(exc: ReportError) -> Response:
 def _on_consult_error(exc: ConsultError) -> Response:
     return problem_response(exc.status, str(exc))
 
-
-@reports_api.errorhandler(HTTPException)
-def _on_http(exc: HTTPException) -> Response:
-    return problem_response(exc.code or 500, exc.description or HTTPStatus(exc.code or 500).phrase)
-
-
-@reports_api.errorhandler(Exception)
-def _on_unexpected(exc: Exception) -> Response:
-    log.exception("unexpected error in %s %s", request.method, request.path)
-    return problem_response(500, "an unexpected error occurred; it was logged")
 

@@ -21,16 +21,13 @@ nothing.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
-from werkzeug.exceptions import HTTPException
 
 from pacs_node.index import Study
 from reading_queue.access import may_supervise
@@ -45,13 +42,13 @@ from reports.scorecards import scorecards
 from telerad import audit, clock
 from telerad.auth import caller_transaction
 from telerad.config import Config
-from telerad.problems import Problem, problem_response
+from telerad.problems import Problem, answer_with_problems
 from telerad.sites import Site, subtree_ids
 from telerad.users import User
 
-log = logging.getLogger(__name__)
 
 quality_api = Blueprint("quality_api", __name__, url_prefix="/api/v1")
+answer_with_problems(quality_api)
 
 LIST_LIMIT = 500
 DEFAULT_DAYS = 30
@@ -290,17 +287,4 @@ def reader_scorecards() -> Response:
 # --- errors ----------------------------------------------------------------------------------------------------
 
 
-@quality_api.errorhandler(Problem)
-def _on_problem(exc: Problem) -> Response:
-    return problem_response(exc.status, exc.detail, **exc.extra)
 
-
-@quality_api.errorhandler(HTTPException)
-def _on_http(exc: HTTPException) -> Response:
-    return problem_response(exc.code or 500, exc.description or HTTPStatus(exc.code or 500).phrase)
-
-
-@quality_api.errorhandler(Exception)
-def _on_unexpected(exc: Exception) -> Response:
-    log.exception("unexpected error in %s %s", request.method, request.path)
-    return problem_response(500, "an unexpected error occurred; it was logged")

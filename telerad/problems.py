@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
-from flask import Response, current_app
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
 
 
 class Problem(Exception):
@@ -26,3 +30,26 @@ def problem_response(status: int, detail: str, **extra: Any) -> Response:
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="telerad"'
     return response
+
+
+def http_problem(exc: HTTPException) -> Response:
+    """An HTTP error (404, 405, 413 ...) as problem details."""
+    return problem_response(exc.code or 500, exc.description or HTTPStatus(exc.code or 500).phrase)
+
+
+def _raised(exc: Problem) -> Response:
+    return problem_response(exc.status, exc.detail, **exc.extra)
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unexpected error in %s %s", request.method, request.path)
+    return problem_response(500, "an unexpected error occurred; it was logged")
+
+
+def answer_with_problems(blueprint: Blueprint, unexpected: bool = True) -> None:
+    """Answer every error of ``blueprint`` as problem details: a :class:`Problem` as raised, an HTTP error with
+    its status and, when ``unexpected``, anything else as a logged 500."""
+    blueprint.register_error_handler(Problem, _raised)
+    blueprint.register_error_handler(HTTPException, http_problem)
+    if unexpected:
+        blueprint.register_error_handler(Exception, _unexpected)

@@ -16,7 +16,6 @@ RFC 9457 problem details (``application/problem+json``), unknown paths and metho
 from __future__ import annotations
 
 import logging
-from http import HTTPStatus
 
 from flask import Blueprint, Flask, Response, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,11 +23,12 @@ from werkzeug.exceptions import HTTPException
 
 from pacs_node.archive import Archive
 from pacs_node.dicomweb.resources import EXTENSION, PREFIX, Backend, Renderer, StudyFilter
-from telerad.problems import Problem, problem_response
+from telerad.problems import answer_with_problems, http_problem, problem_response
 
 log = logging.getLogger(__name__)
 
 dicomweb = Blueprint("dicomweb", __name__, url_prefix=PREFIX)
+answer_with_problems(dicomweb, unexpected=False)
 
 
 def init_app(app: Flask, archive: Archive, visible_studies: StudyFilter, render: Renderer | None) -> None:
@@ -45,20 +45,10 @@ def init_app(app: Flask, archive: Archive, visible_studies: StudyFilter, render:
 
     def on_routing(exc: HTTPException) -> Response | HTTPException:
         if (request.path + "/").startswith(f"{PREFIX}/"):
-            return _on_http(exc)
+            return http_problem(exc)
         return previous(exc) if previous is not None else exc
 
     app.register_error_handler(HTTPException, on_routing)
-
-
-@dicomweb.errorhandler(Problem)
-def _on_problem(exc: Problem) -> Response:
-    return problem_response(exc.status, exc.detail, **exc.extra)
-
-
-@dicomweb.errorhandler(HTTPException)
-def _on_http(exc: HTTPException) -> Response:
-    return problem_response(exc.code or 500, exc.description or HTTPStatus(exc.code or 500).phrase)
 
 
 @dicomweb.errorhandler(SQLAlchemyError)

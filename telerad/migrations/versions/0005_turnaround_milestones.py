@@ -1,6 +1,7 @@
 """Turnaround milestones on each reading task: first assignment, first opening, first delivery, and its reader.
 
-A station's latest study is found by a new index on studies. Existing tasks are filled in from their timelines (the first opening was not recorded before this revision).
+A station's latest study is found by a new index on studies. Existing tasks are filled in from their timelines
+(the first opening was not recorded before this revision).
 
 Revision ID: 0005
 Revises: 0004
