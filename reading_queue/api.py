@@ -486,7 +486,7 @@ def turnaround() -> Response:
     with caller_transaction() as (session, user):
         filters = turnaround_filters(session, user)
         body = figures(session, filters, visible_tasks(session, user), at, _policy().timezone,
-                       _int_arg("breaches", BREACHES_SHOWN, 0, 10000))
+                       _int_arg("breaches", BREACHES_SHOWN, 0, 10000), current_app.extensions["telerad.figures_cache"])
     return jsonify(body)
 
 

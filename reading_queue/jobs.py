@@ -7,7 +7,7 @@ finds its task already made and changes nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -15,13 +15,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from reading_queue.assignment import route
+from reading_queue.access import visible_tasks
+from reading_queue.figures_cache import FiguresCache, cache_key
 from reading_queue.notify import Notifier, configured_notifier, deliver_webhooks
 from reading_queue.sla import sweep
 from reading_queue.tasks import ReadingTask, TaskEvent, create_read_task, record
-from telerad import clock, events
+from reading_queue.turnaround import BREACHES_SHOWN, DASHBOARD_DAYS, Filters, last_days, period_figures
+from telerad import broker, clock, events
 from telerad.config import Config, ReadingSection
 from telerad.db import make_engine, make_session_factory
 from telerad.sites import Site
+from telerad.users import User
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ class Context:
     policy: ReadingSection
     sessions: sessionmaker
     notifier: Notifier
+    figures: FiguresCache | None = None  # the turnaround figures kept in Redis, when there is one
 
 
 _context: Context | None = None
@@ -43,9 +48,14 @@ def configure(config: Config, sessions: sessionmaker | None = None) -> Context:
     global _context
     _context = Context(
         config.reading, sessions or make_session_factory(make_engine(config.database_url)),
-        configured_notifier(config.reading.webhook_url),
+        configured_notifier(config.reading.webhook_url), figures_cache(config),
     )
     return _context
+
+
+def figures_cache(config: Config) -> FiguresCache | None:
+    """The turnaround figures' cache in the configured Redis (none without one: figures are then computed each time)."""
+    return FiguresCache(broker.connect(config.redis.url)) if config.redis.url else None
 
 
 def context() -> Context:
@@ -97,3 +107,27 @@ def sla_sweep() -> dict[str, int]:
     counts = {name: len(ids) for name, ids in vars(result).items()} | {"webhooks_posted": posted}
     log.info("service-level sweep: %s", counts)
     return counts
+
+
+def turnaround_warmup() -> int:
+    """The periodic job: compute each supervisor's default dashboard figures (the last
+    :data:`DASHBOARD_DAYS` days) into the cache, so their dashboard answers at once. Returns how many views."""
+    ctx = context()
+    if ctx.figures is None:
+        return 0
+    at = clock.now()
+    since, until = last_days(at, ctx.policy.timezone, DASHBOARD_DAYS)
+    views: set[str] = set()
+    with ctx.sessions() as session:
+        supervisors = session.scalars(
+            select(User).where(User.role.in_(("supervisor", "admin")), User.active.is_(True))
+        ).all()
+        for user in supervisors:
+            visible = visible_tasks(session, user)
+            filters = Filters(since=since, until=until)
+            key = cache_key(visible, filters=asdict(filters), timezone=ctx.policy.timezone, breaches=BREACHES_SHOWN)
+            if key in views:
+                continue
+            views.add(key)
+            ctx.figures.put(key, at, False, period_figures(session, filters, visible, ctx.policy.timezone, BREACHES_SHOWN))
+    return len(views)

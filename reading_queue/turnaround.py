@@ -21,7 +21,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,6 +29,7 @@ from sqlalchemy import ARRAY, ColumnElement, Double, Select, and_, case, cast, f
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import Session, aliased
 
+from reading_queue.figures_cache import FiguresCache, cache_key
 from reading_queue.tasks import ReadingTask, TaskState
 from telerad.sites import Site
 from telerad.users import User
@@ -50,6 +51,7 @@ DIMENSIONS = {
     "reader": ReadingTask.reader_id,
 }
 BREACHES_SHOWN = 100
+DASHBOARD_DAYS = 30  # the dashboard's period unless another is chosen
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,7 @@ def _grouped_in_postgresql(
 
 def _seconds(milestone: Any) -> Any:
     """PostgreSQL's seconds from completion to ``milestone``, never negative."""
-    return func.greatest(cast(func.extract("epoch", milestone - ReadingTask.opened_at), Double), 0.0)
+    return func.greatest(func.date_part("epoch", milestone - ReadingTask.opened_at), 0.0)  # double, not numeric
 
 
 def _quantiles(seconds: Any) -> Any:
@@ -299,13 +301,29 @@ def figures(
     at: datetime,
     timezone: str = "UTC",
     breaches_shown: int | None = BREACHES_SHOWN,
+    cache: FiguresCache | None = None,
 ) -> dict[str, Any]:
-    """Every turnaround figure of the period: per interval overall and per dimension, the daily trend, the
-    breaches, and the backlog now.
+    """Every turnaround figure of the period — per interval overall and per dimension, the daily trend, the
+    breaches (:func:`period_figures`, through ``cache`` when given) — and the backlog now."""
+    def compute() -> dict[str, Any]:
+        return period_figures(session, filters, visible, timezone, breaches_shown)
+
+    if cache is None:
+        period = compute()
+    else:
+        key = cache_key(visible, filters=asdict(filters), timezone=timezone, breaches=breaches_shown)
+        period = cache.through(key, at, filters.until is not None and filters.until <= at, compute)
+    everything = scope(session, replace(filters, reader=None), visible)  # a reader's backlog: what they hold
+    return {**period, "backlog": backlog(session, everything, at, filters.reader)}
+
+
+def period_figures(
+    session: Session, filters: Filters, visible: ColumnElement[bool], timezone: str, breaches_shown: int | None
+) -> dict[str, Any]:
+    """The figures of the period: per interval overall and per dimension, the daily trend and the breaches.
 
     ``signed`` and ``delivered`` repeat the overall figures of those intervals (the first shape of this API).
     """
-    everything = scope(session, replace(filters, reader=None), visible)  # a reader's backlog: what they hold
     where = scope(session, filters, visible)
     intervals = {name: _group_stats(session, name, where, filters) for name in INTERVALS}
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -332,8 +350,15 @@ def figures(
         "breaches": breaches(session, where, filters, breaches_shown),
         "signed": {key: signed[key] for key in ("count", "median_minutes", "p90_minutes", "within_deadline_share")},
         "delivered": {key: overall["delivered"][key] for key in ("count", "median_minutes", "p90_minutes")},
-        "backlog": backlog(session, everything, at, filters.reader),
     }
+
+
+def last_days(at: datetime, timezone: str, days: int) -> tuple[datetime, datetime]:
+    """The ``days`` whole days in ``timezone`` up to and including the day of ``at``: ``[since, until)``."""
+    zone = ZoneInfo(timezone)
+    today = at.astimezone(zone).date()
+    return (datetime.combine(today - timedelta(days=days - 1), time(), zone),
+            datetime.combine(today + timedelta(days=1), time(), zone))
 
 
 def empty_stats(name: str) -> Stats:

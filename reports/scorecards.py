@@ -30,19 +30,28 @@ from reports.quality import REVIEWING_ROLES, PeerReview, ReviewState, Score
 from telerad.users import User
 
 
-def scorecards(session: Session, centre_ids: set[int], since: datetime, until: datetime) -> list[dict[str, Any]]:
+def scorecards(
+    session: Session, centre_ids: set[int], since: datetime, until: datetime,
+    signed: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """One card per reader and consultant of the sites ``centre_ids`` over ``[since, until)``, by name.
 
     Each card: ``name``, ``display_name``, ``volume``, ``median_minutes``, ``p90_minutes``,
     ``within_deadline_share``, ``reviews_received``, ``agree``, ``minor``, ``significant``, ``agreement_share``,
     ``reviews_done``, ``addenda`` (minutes rounded to hundredths, shares to 4 places; ``None`` where there is
     nothing to measure).
+
+    ``signed``: each reader's figures to signature over the same period, by user name, when the caller has them
+    already (the dashboard's turnaround per reader); otherwise they are computed here.
     """
     readers = session.scalars(
         select(User).where(User.site_id.in_(centre_ids), User.role.in_(REVIEWING_ROLES)).order_by(User.name)
     ).all()
     ids = [reader.id for reader in readers]
-    signed = signatures_by_reader(session, ids, since, until)
+    if signed is None:
+        names = {reader.id: reader.name for reader in readers}
+        signed = {names[reader_id]: stats.as_dict()
+                  for reader_id, stats in signatures_by_reader(session, ids, since, until).items()}
     received = _received(session, ids, since, until)
     done = dict(session.execute(
         select(PeerReview.reviewer_id, func.count())
@@ -59,7 +68,7 @@ def scorecards(session: Session, centre_ids: set[int], since: datetime, until: d
     ).all())
     cards = []
     for reader in readers:
-        figures = signed.get(reader.id, empty_stats("signed")).as_dict()
+        figures = signed.get(reader.name) or empty_stats("signed").as_dict()
         scores = received.get(reader.id, {})
         count = sum(scores.values())
         card = {

@@ -20,6 +20,7 @@ from pacs_node.index import Instance, Study
 from pacs_node.node import archive_for
 from reading_queue.access import visible_studies
 from reading_queue.api import api
+from reading_queue.jobs import figures_cache
 from reports.api import reports_api
 from reports.quality_api import quality_api
 from reading_queue.tasks import ReadingTask, TaskState
@@ -45,6 +46,7 @@ def create_app(config: Config) -> Flask:
     sessions = make_session_factory(make_engine(config.database_url))
     app.extensions["telerad.config"] = config
     app.extensions["telerad.sessions"] = sessions
+    app.extensions["telerad.figures_cache"] = figures_cache(config)
     auth.init_app(app, config)
     i18n.init_app(app, config.data_dir / "translations")
 

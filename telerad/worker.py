@@ -16,10 +16,13 @@ from telerad import broker
 from telerad.config import Config
 from telerad.events import QUEUE_NAME
 
+WARMUP_SECONDS = 60  # as long as the turnaround figures stay fresh in their cache
+
 
 def _run_cron(redis_url: str, interval: int, delivery_interval: int) -> None:
     scheduler = CronScheduler(connection=broker.connect(redis_url), name=f"telerad-cron-{multiprocessing.current_process().pid}")
     scheduler.register(reading_queue.jobs.sla_sweep, QUEUE_NAME, interval=interval, job_timeout=300)
+    scheduler.register(reading_queue.jobs.turnaround_warmup, QUEUE_NAME, interval=WARMUP_SECONDS, job_timeout=300)
     scheduler.register(reports.jobs.critical_sweep, QUEUE_NAME, interval=interval, job_timeout=300)
     scheduler.register(reports.delivery_jobs.retry_sweep, QUEUE_NAME, interval=delivery_interval, job_timeout=900)
     scheduler.start()

@@ -6,19 +6,25 @@ board."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from alliance import CT, ECG, Alliance, assert_problem
 from history import MINUTE, History, made
+from conftest import RedisServer
 from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from reading_queue import jobs
 from reading_queue.access import visible_tasks
 from reading_queue.tasks import TaskEvent
 from reading_queue.turnaround import Filters, figures
+from telerad import clock
+from telerad.config import CentreConfig, Config
 from telerad.users import User
 
 
@@ -230,3 +236,44 @@ def test_the_live_board_shows_overdue_work_readers_and_silent_stations(known: di
     assert dongguan["last_received_at"] is not None
     assert next(s for s in board["silent_stations"] if s["code"] == "VIL-LIJIA")["last_received_at"] is None
     assert_problem(pull.get("/backlog", "reader-ct"), 403)
+
+
+# --- the figures' cache --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cached(config: Config, sessions: sessionmaker, tmp_path: Path, redis_server: RedisServer) -> Iterator[Alliance]:
+    """The demo alliance (pull mode) with a Redis server: the embedded one, or a redis-server of our own."""
+    centres = (CentreConfig(site="CNTY", mode="pull"), CentreConfig(site="PROV", mode="pull"))
+    with_redis = config.model_copy(update={
+        "reading": config.reading.model_copy(update={"centres": centres}),
+        "redis": config.redis.model_copy(update={"url": redis_server.url}),
+    })
+    yield Alliance(with_redis, sessions, tmp_path / "files")
+    clock.set_source(None)
+
+
+def test_figures_are_kept_a_minute_and_the_worker_computes_the_dashboards_ahead(
+    cached: Alliance, redis_server: RedisServer
+) -> None:
+    a, b = made(cached, CT, "DG_CT"), made(cached, CT, "DG_CT")
+    a.claim(1, "reader-ct"), a.sign(30, "reader-ct")
+    b.claim(31, "reader-ct")
+    assert _figures(cached)["intervals"]["signed"]["count"] == 1
+    b.sign(31.5, "reader-ct")
+    assert _figures(cached)["intervals"]["signed"]["count"] == 1  # the same figures for up to a minute
+    cached.advance(seconds=61)
+    assert _figures(cached)["intervals"]["signed"]["count"] == 2
+
+    headers = {"Authorization": f"Bearer {cached.token('supervisor')}"}
+    c = made(cached, CT, "DG_CT")
+    c.claim(1, "reader-ct")
+    assert 'id="signed-count">2<' in cached.client.get("/dashboard", headers=headers).get_data(as_text=True)
+    c.sign(1.5, "reader-ct")
+    assert 'id="signed-count">2<' in cached.client.get("/dashboard", headers=headers).get_data(as_text=True)
+    assert jobs.turnaround_warmup() == 1  # the supervisor and the administrator share one view of the county
+    assert 'id="signed-count">3<' in cached.client.get("/dashboard", headers=headers).get_data(as_text=True)
+
+    redis_server.stop()  # a cache that fails never fails the figures
+    cached.advance(seconds=61)
+    assert _figures(cached)["intervals"]["signed"]["count"] == 3

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from reading_queue import live
 from reading_queue.access import visible_tasks
 from reading_queue.tasks import MODALITIES, PRIORITIES
-from reading_queue.turnaround import BREACHES_SHOWN, Filters, figures, scope
+from reading_queue.turnaround import BREACHES_SHOWN, DASHBOARD_DAYS, Filters, figures, scope
 from reports.monthly import monthly_pdf
 from reports.scorecards import scorecards
 from telerad import audit, clock
@@ -40,7 +40,6 @@ from viewer.worklist import language, local_time, site_name
 dashboard = Blueprint("dashboard", __name__)
 
 SUPERVISING_ROLES = ("supervisor", "admin")
-DEFAULT_DAYS = 30
 MAX_DAYS = 366
 
 
@@ -80,13 +79,13 @@ def period_of_request(at: datetime) -> tuple[Period, str | None]:
     refused (the page then shows the default with that message)."""
     zone = _policy_zone()
     today = at.astimezone(zone).date()
-    default = Period(today - timedelta(days=DEFAULT_DAYS - 1), today, zone)
+    default = Period(today - timedelta(days=DASHBOARD_DAYS - 1), today, zone)
     first, last = _date_arg("from"), _date_arg("to")
     if request.args.get("from") and first is None or request.args.get("to") and last is None:
         return default, _("Dates are written like 2026-03-01.")
     if first is None and last is None:
         return default, None
-    first, last = first or (last or today) - timedelta(days=DEFAULT_DAYS - 1), last or today
+    first, last = first or (last or today) - timedelta(days=DASHBOARD_DAYS - 1), last or today
     if last < first:
         return default, _("The period ends before it begins.")
     if (last - first).days >= MAX_DAYS:
@@ -149,10 +148,12 @@ def _board(
     config = current_app.extensions["telerad.config"]
     visible = visible_tasks(session, user)
     sites = _centre_ids(session, user, filters)
-    numbers = figures(session, filters, visible, at, config.reading.timezone, breaches_shown)
+    numbers = figures(session, filters, visible, at, config.reading.timezone, breaches_shown,
+                      current_app.extensions["telerad.figures_cache"])
     now_scope = scope(session, replace(filters, since=None, until=None), visible)
     board = live.board(session, config.reading, now_scope, sites, at)
-    cards = scorecards(session, sites, period.since, period.until)
+    by_reader = {row["key"]: row["signed"] for row in numbers["groups"]["reader"]}
+    cards = scorecards(session, sites, period.since, period.until, by_reader)
     return Board(period, filters, numbers, board, cards), refused
 
 
