@@ -31,12 +31,15 @@ construction; it needs a superuser); the tables are then VACUUM ANALYZEd, as aut
 What is measured: the web app as deployed (``telerad web``, waitress, in a subprocess) over HTTP with bearer
 tokens of the provincial supervisor (sees everything) and of ``CNTY-1``'s supervisor, for several periods of whole
 local days up to the day the data ends (the API's ``since`` and ``until``, the page's ``from`` and ``to``) and
-filters; ``--requests`` requests per case after a few unmeasured ones, one client,
-then four at once. The whole year is reported apart: it is not the target, and taking seconds a request it gets
-at most five requests, one client, one EXPLAIN. A path that answers 404 is skipped
-(the dashboard page may not exist yet). Beside each case, the peer: the PostgreSQL execution time
-(``EXPLAIN ANALYZE``) of the SQL statements the same request issues, caught in an in-process app: the
-percentile (``percentile_cont``) statements and all of them.
+filters, in two modes: ``computed``, the app without Redis, so that every request computes its figures (what a
+miss of the figures cache costs), and ``cached``, the app with Redis (``reading_queue.figures_cache`` keeps the
+figures a minute), after a first request filled the cache; the bench's Redis database (14) is emptied first.
+``--requests`` requests per case after a few unmeasured ones, one client, then four at once sharing as many.
+The whole year is reported apart: it is not the target, and taking seconds a request it gets at most five
+requests, one client, one EXPLAIN. A path that answers 404 is skipped (the dashboard page may not exist yet).
+Beside each case, the peer: the PostgreSQL execution time (``EXPLAIN ANALYZE``) of the SQL statements the same
+request issues when computing, caught in an in-process app: the percentile (``percentile_cont``) statements and
+all of them.
 
 Run from the repository root::
 
@@ -64,7 +67,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
@@ -84,6 +87,7 @@ from reading_queue.access import visible_tasks
 from reading_queue.tasks import ReadingTask
 from reports.delivery import ACTOR as DELIVERY_ACTOR
 from reports.delivery import DICOM_PDF, Address
+from telerad.broker import connect
 from telerad.config import Config, load_config
 from telerad.db import make_engine, make_session_factory, upgrade
 from telerad.provisioning import prepare
@@ -103,7 +107,8 @@ CLIENTS = 4
 EXPLAINS = 3  # EXPLAIN ANALYZE runs per statement; the median is kept
 YEAR_REQUESTS = 5  # at most, for the whole year (not the target): each takes seconds
 START_TIMEOUT = 60.0
-WEB_LOG = Path(tempfile.gettempdir()) / "telerad-bench-dashboard-web.log"  # kept after the run
+MODES = ("computed", "cached")  # the web app without the figures cache, and with it
+WEB_LOG = str(Path(tempfile.gettempdir()) / "telerad-bench-dashboard-{mode}.log")  # kept after the run
 PROVINCE_SUPERVISOR, COUNTY_SUPERVISOR = "supervisor-prov", "supervisor-1"
 
 PRIORITY_MIX = (("STAT", 5), ("URGENT", 20), ("ROUTINE", 75))
@@ -305,13 +310,14 @@ def alliance(stations: int) -> dict[str, Any]:
     return {"sites": sites, "reading": {"centres": [*centres, {"site": "PROV", "mode": "pull"}]}}
 
 
-def environment(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
-    """The ``TELERAD_*`` variables of the installation measured."""
+def environment(database_url: str, data_dir: Path, mode: str) -> dict[str, str]:
+    """The ``TELERAD_*`` variables of the installation measured in ``mode``: with Redis (the figures cache and the
+    sign-in limiter) when ``cached``, without (figures computed on each request) when ``computed``."""
     return {
         "TELERAD_DATABASE_URL": database_url,
-        "TELERAD_REDIS_URL": REDIS_URL,
+        "TELERAD_REDIS_URL": REDIS_URL if mode == "cached" else "",
         "TELERAD_SERVICE_DATA_DIR": str(data_dir),
-        "TELERAD_WEB_PORT": str(port),
+        "TELERAD_WEB_PORT": str(free_port()),
     }
 
 
@@ -421,6 +427,7 @@ def generate(engine: Engine, config: Config, studies: int, now: datetime, rng: r
     with engine.begin() as connection:
         for setting in LOAD_SETTINGS:
             connection.exec_driver_sql(setting)
+        connection.execute(text("SELECT setseed(:seed)"), {"seed": SEED % 1000 / 1000})
         fill_lookups(connection, config, rng)
         parameters["stations"] = [
             site_id for site_id, level in connection.exec_driver_sql("SELECT site_id, level FROM bench_stations")
@@ -460,8 +467,6 @@ def build(admin: Engine, config: Config, args: argparse.Namespace, now: datetime
         prepare(config, make_session_factory(engine))
         load_people(engine, args.readers, rng)
         print(f"  schema, {args.sites} stations and the people: {time.perf_counter() - started:.1f} s", flush=True)
-        with engine.begin() as connection:
-            connection.execute(text("SELECT setseed(:seed)"), {"seed": SEED % 1000 / 1000})
         generate(engine, config, args.studies, now, rng)
         print(f"generated in {time.perf_counter() - started:.1f} s", flush=True)
     finally:
@@ -534,13 +539,13 @@ class Case:
 
 @dataclass
 class Result:
-    """The figures of one case on one path."""
+    """The figures of one case on one path: seconds per request by mode, one client and four."""
 
     path: str
     case: Case
     signed: int
-    seconds: list[float] | None = None
-    loaded: list[float] | None = None
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    loaded: dict[str, list[float]] = field(default_factory=dict)
     percentile_ms: float = 0.0
     sql_ms: float = 0.0
     statements: int = 0
@@ -557,7 +562,7 @@ def refusal(status: int, content_type: str, body: str) -> str:
     if "json" in content_type:
         with contextlib.suppress(ValueError, AttributeError):
             detail = json.loads(body).get("detail", body)
-    where = f" (traceback in {WEB_LOG})" if status >= 500 else ""
+    where = f" (traceback in {WEB_LOG.format(mode='*')})" if status >= 500 else ""
     return f"HTTP {status}{where}: {' '.join(str(detail).split())[:120]}"
 
 
@@ -636,9 +641,9 @@ def timed_gets(base: str, path: str, case: Case, token: str, count: int, warm_up
 
 
 def concurrent_gets(base: str, path: str, case: Case, token: str, count: int) -> list[float]:
-    """Seconds of ``count`` GETs by each of ``CLIENTS`` clients at once."""
+    """Seconds of about ``count`` GETs shared by ``CLIENTS`` clients asking at once."""
     with ThreadPoolExecutor(CLIENTS) as pool:
-        runs = list(pool.map(lambda _: timed_gets(base, path, case, token, count), range(CLIENTS)))
+        runs = list(pool.map(lambda _: timed_gets(base, path, case, token, -(-count // CLIENTS)), range(CLIENTS)))
     return [seconds for run in runs for seconds in run]
 
 
@@ -673,7 +678,6 @@ def sql_times(client: FlaskClient, statements: Statements, engine: Engine, path:
     """PostgreSQL's execution time (ms, ``EXPLAIN ANALYZE``, median of runs; one run for the whole year) of the
     statements the request issues in an in-process app: the percentile ones, all of them; and how many there were."""
     headers = {"Authorization": f"Bearer {token}"}
-    client.get(path, query_string=case.query, headers=headers)
     with statements.record() as seen:
         response = client.get(path, query_string=case.query, headers=headers)
     if response.status_code != 200:
@@ -694,38 +698,43 @@ def sql_times(client: FlaskClient, statements: Statements, engine: Engine, path:
     return percentile, every, len(seen)
 
 
-def measure(base: str, config: Config, engine: Engine, paths: Sequence[str], end: datetime, requests_per_case: int
-            ) -> list[Result]:
-    """Every case on every path that exists: one client, then four at once (target cases), and the SQL's own time."""
+def measure(bases: dict[str, str], config: Config, engine: Engine, paths: Sequence[str], end: datetime,
+            requests_per_case: int) -> list[Result]:
+    """Every case on every path that exists, in each mode: one client, then four at once (target cases); and the
+    SQL's own time, caught in an in-process app without the cache."""
     sessions = make_session_factory(engine)
     with sessions() as session, session.begin():
         tokens = {name: create_token(session, name, actor="bench") for name in (PROVINCE_SUPERVISOR, COUNTY_SUPERVISOR)}
+    connect(REDIS_URL).flushdb()  # the bench's own Redis database: no figures cached from another run's data
     app = create_app(config)
     client = app.test_client()
+    client.get("/healthz")  # connects: the statements recorded are then the request's own
     statements = Statements()
     results = []
     try:
         for path in paths:
-            probe = requests.get(base + path, headers={"Authorization": f"Bearer {tokens[PROVINCE_SUPERVISOR]}"},
-                                 timeout=600)
+            probe = requests.get(bases["computed"] + path, timeout=600,
+                                 headers={"Authorization": f"Bearer {tokens[PROVINCE_SUPERVISOR]}"})
             if probe.status_code == 404:
                 print(f"{path}: 404 Not Found, skipped (not there yet?)", flush=True)
                 continue
             for case in cases(end, config.reading.timezone):
                 result = Result(path, case, signed_in_period(sessions, case))
                 token = tokens[case.caller]
+                count = requests_per_case if case.target else min(requests_per_case, YEAR_REQUESTS)
                 try:
-                    if case.target:
-                        result.seconds = timed_gets(base, path, case, token, requests_per_case, WARM_UP)
-                        result.loaded = concurrent_gets(base, path, case, token, requests_per_case)
-                    else:
-                        result.seconds = timed_gets(base, path, case, token, min(requests_per_case, YEAR_REQUESTS), 1)
+                    for mode, base in bases.items():
+                        result.seconds[mode] = timed_gets(base, path, case, token, count, WARM_UP if case.target else 1)
+                        if case.target:
+                            result.loaded[mode] = concurrent_gets(base, path, case, token, count)
                     result.percentile_ms, result.sql_ms, result.statements = sql_times(
                         client, statements, engine, path, case, token
                     )
-                except Refused as refusal:
-                    result.error = str(refusal)
-                print(f"  {path} {case.label}: " + (result.error or f"p50 {p50(result.seconds):.0f} ms"), flush=True)
+                except Refused as refused:
+                    result.error = str(refused)
+                print(f"  {path} {case.label}: " + (result.error or ", ".join(
+                    f"{mode} p50 {p50(seconds):.0f} ms" for mode, seconds in result.seconds.items()
+                )), flush=True)
                 results.append(result)
     finally:
         statements.close()
@@ -746,37 +755,46 @@ def p95(seconds: Sequence[float]) -> float:
     return statistics.quantiles(seconds, n=20, method="inclusive")[-1] * 1000
 
 
-def verdict(case: Case, seconds: Sequence[float]) -> str:
-    """Whether the 95th percentile meets the target (the whole year is not held to it)."""
+def verdict(case: Case, by_mode: dict[str, list[float]]) -> str:
+    """Whether the 95th percentile meets the target in each mode (the whole year is not held to it)."""
     if not case.target:
         return "(not target)"
-    return "ok" if p95(seconds) < TARGET_MS else "MISSED"
+    return " / ".join("ok" if p95(seconds) < TARGET_MS else "MISSED" for seconds in by_mode.values())
+
+
+def figures_cells(by_mode: dict[str, list[float]]) -> str:
+    """Median and 95th percentile of each mode, in milliseconds."""
+    return "".join(f"{p50(by_mode[mode]):9.1f}{p95(by_mode[mode]):9.1f}" for mode in MODES)
 
 
 def report(results: Sequence[Result], requests_per_case: int) -> None:
     """Print one table per path: one client with the SQL's own time beside it, then four clients."""
+    modes = f"{'computed':>18}{'cached':>18}"
+    header = f"{'case':34}{'p50 ms':>9}{'p95 ms':>9}{'p50 ms':>9}{'p95 ms':>9}  {'target':16}"
     for path in dict.fromkeys(result.path for result in results):
         rows = [result for result in results if result.path == path]
-        print(f"\nGET {path}: {requests_per_case} requests per case (the whole year: {min(requests_per_case, YEAR_REQUESTS)}), "
-              f"one client; target p95 < {TARGET_MS:.0f} ms")
-        print(f"{'case':34}{'p50 ms':>9}{'p95 ms':>9}  {'target':13}{'signed':>9}"
-              f"{'PG percentile ms':>18}{'PG all ms':>11}{'stmts':>7}")
+        print(f"\nGET {path}: {requests_per_case} requests per case (the whole year: "
+              f"{min(requests_per_case, YEAR_REQUESTS)}), one client; target p95 < {TARGET_MS:.0f} ms")
+        print(f"{'':34}{modes}")
+        print(f"{header}{'signed':>9}{'PG percentile ms':>18}{'PG all ms':>11}{'stmts':>7}")
         for result in rows:
             if result.error:
                 print(f"{result.case.label:34}  {result.error[:150]}")
                 continue
-            print(f"{result.case.label:34}{p50(result.seconds):9.1f}{p95(result.seconds):9.1f}  "
-                  f"{verdict(result.case, result.seconds):13}{result.signed:9,}"
-                  f"{result.percentile_ms:18.1f}{result.sql_ms:11.1f}{result.statements:7}")
-        print(f"\nGET {path}: {CLIENTS} clients at once, {requests_per_case} requests each")
-        print(f"{'case':34}{'p50 ms':>9}{'p95 ms':>9}  target")
+            print(f"{result.case.label:34}{figures_cells(result.seconds)}  {verdict(result.case, result.seconds):16}"
+                  f"{result.signed:9,}{result.percentile_ms:18.1f}{result.sql_ms:11.1f}{result.statements:7}")
+        print(f"\nGET {path}: {CLIENTS} clients at once, {requests_per_case} requests per case between them")
+        print(f"{'':34}{modes}")
+        print(header)
         for result in rows:
             if result.loaded:
-                print(f"{result.case.label:34}{p50(result.loaded):9.1f}{p95(result.loaded):9.1f}  "
-                      f"{verdict(result.case, result.loaded)}")
-    print("\nsigned: reading tasks signed in the period that the caller sees and the filters match; PG: PostgreSQL's "
-          "execution time (EXPLAIN ANALYZE, which adds some overhead of its own) of the SQL statements the same request "
-          "issues, the percentile_cont ones and all")
+                print(f"{result.case.label:34}{figures_cells(result.loaded)}  {verdict(result.case, result.loaded)}")
+    if results:
+        print("\ncomputed: the web app without the figures cache (TELERAD_REDIS_URL empty), what a cache miss costs; "
+              "cached: with it (Redis), after a first request filled it; target: computed / cached")
+        print("signed: reading tasks signed in the period that the caller sees and the filters match; PG: PostgreSQL's "
+              "execution time (EXPLAIN ANALYZE, which adds some overhead of its own) of the SQL statements the same "
+              "request issues when computing, the percentile_cont ones and all")
 
 
 # --- entry point ----------------------------------------------------------------------------------
@@ -810,8 +828,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config_path = work / "config.yaml"
         config_path.write_text(yaml.safe_dump(alliance(args.sites), allow_unicode=True), encoding="utf-8")
-        env = environment(args.database_url, work / "var", free_port())
-        config = load_config(config_path, env)
+        envs = {mode: environment(args.database_url, work / "var", mode) for mode in MODES}
+        config = load_config(config_path, envs["computed"])
         stored = stored_shape(admin, url.database)
         if args.reuse and stored is not None and all(stored.get(k) == v for k, v in data_shape(args).items()):
             end = datetime.fromisoformat(stored["now"])
@@ -826,8 +844,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         engine = make_engine(args.database_url)
         try:
             print_counts(engine, end)
-            with web_app(config_path, env, WEB_LOG) as base:
-                results = measure(base, config, engine, args.paths, end, args.requests)
+            with contextlib.ExitStack() as apps:
+                bases = {mode: apps.enter_context(web_app(config_path, envs[mode], Path(WEB_LOG.format(mode=mode))))
+                         for mode in MODES}
+                results = measure(bases, config, engine, args.paths, end, args.requests)
         finally:
             engine.dispose()
     finally:

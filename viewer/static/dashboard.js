@@ -25,6 +25,12 @@ async function act(form, steps) {
   }
 }
 
+// Each overdue study's list of readers comes from the one template of its modality (the page stays small).
+for (const select of document.querySelectorAll("select[data-readers]")) {
+  const options = document.getElementById(select.dataset.readers);
+  if (options) select.append(options.content.cloneNode(true));
+}
+
 for (const form of document.querySelectorAll("form.act.reassign")) {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
