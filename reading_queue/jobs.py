@@ -7,7 +7,7 @@ finds its task already made and changes nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -16,11 +16,11 @@ from sqlalchemy.orm import sessionmaker
 
 from reading_queue.assignment import route
 from reading_queue.access import visible_tasks
-from reading_queue.figures_cache import FiguresCache, cache_key
+from reading_queue.figures_cache import FiguresCache
 from reading_queue.notify import Notifier, configured_notifier, deliver_webhooks
 from reading_queue.sla import sweep
 from reading_queue.tasks import ReadingTask, TaskEvent, create_read_task, record
-from reading_queue.turnaround import BREACHES_SHOWN, DASHBOARD_DAYS, Filters, last_days, period_figures
+from reading_queue.turnaround import BREACHES_SHOWN, DASHBOARD_DAYS, Filters, figures_key, last_days, period_figures
 from telerad import broker, clock, events
 from telerad.config import Config, ReadingSection
 from telerad.db import make_engine, make_session_factory
@@ -125,7 +125,7 @@ def turnaround_warmup() -> int:
         for user in supervisors:
             visible = visible_tasks(session, user)
             filters = Filters(since=since, until=until)
-            key = cache_key(visible, filters=asdict(filters), timezone=ctx.policy.timezone, breaches=BREACHES_SHOWN)
+            key = figures_key(visible, filters, ctx.policy.timezone, BREACHES_SHOWN)
             if key in views:
                 continue
             views.add(key)

@@ -12,13 +12,13 @@ from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, case, exists, func, select
+from sqlalchemy import ColumnElement, and_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from pacs_node.index import Study
 from reading_queue.assignment import on_duty, weighted_load
 from reading_queue.tasks import ReadingTask, TaskEvent, TaskState
-from reading_queue.turnaround import BACKLOG_BUCKETS
+from reading_queue.turnaround import BUCKET_NAMES, time_left_bucket
 from telerad.config import ReadingSection
 from telerad.sites import Site
 from telerad.users import User
@@ -34,8 +34,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def backlog_table(session: Session, where: ColumnElement[bool], at: datetime) -> dict[str, Any]:
     """Open reading work by time left, overall and per modality and priority (one grouped query)."""
-    bucket = case(*((ReadingTask.due_at < at + limit, name) for name, limit in BACKLOG_BUCKETS), else_="later")
-    names = [name for name, _ in BACKLOG_BUCKETS] + ["later"]
+    bucket, names = time_left_bucket(at), BUCKET_NAMES
     rows = session.execute(
         select(bucket, ReadingTask.modality, ReadingTask.priority, func.count())
         .where(where, ReadingTask.kind == "read", ReadingTask.state.in_(RUNNING))

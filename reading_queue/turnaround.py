@@ -50,6 +50,7 @@ DIMENSIONS = {
     "priority": ReadingTask.priority,
     "reader": ReadingTask.reader_id,
 }
+BUCKET_NAMES = (*(name for name, _ in BACKLOG_BUCKETS), "later")
 BREACHES_SHOWN = 100
 DASHBOARD_DAYS = 30  # the dashboard's period unless another is chosen
 
@@ -282,14 +283,19 @@ def breaches(session: Session, where: ColumnElement[bool], filters: Filters, lim
     return {"count": count, "items": items}
 
 
+def time_left_bucket(at: datetime) -> Any:
+    """Which of :data:`BUCKET_NAMES` a running task falls in at ``at``, by the time left to its deadline."""
+    return case(*((ReadingTask.due_at < at + limit, name) for name, limit in BACKLOG_BUCKETS), else_="later")
+
+
 def backlog(session: Session, where: ColumnElement[bool], at: datetime, reader: str | None = None) -> dict[str, int]:
     """Open work by time left at ``at``; for a reader, what they hold or were given and have not yet claimed."""
-    bucket = case(*((ReadingTask.due_at < at + limit, name) for name, limit in BACKLOG_BUCKETS), else_="later")
+    bucket = time_left_bucket(at)
     query: Select = select(bucket, func.count()).where(where, ReadingTask.state.in_((TaskState.OPEN, TaskState.CLAIMED)))
     if reader:
         owner = func.coalesce(ReadingTask.holder_id, ReadingTask.assignee_id)
         query = query.join(User, User.id == owner).where(User.name == reader)
-    counts = dict.fromkeys([name for name, _ in BACKLOG_BUCKETS] + ["later"], 0)
+    counts = dict.fromkeys(BUCKET_NAMES, 0)
     counts.update(dict(session.execute(query.group_by(bucket)).all()))
     return counts
 
@@ -311,10 +317,15 @@ def figures(
     if cache is None:
         period = compute()
     else:
-        key = cache_key(visible, filters=asdict(filters), timezone=timezone, breaches=breaches_shown)
+        key = figures_key(visible, filters, timezone, breaches_shown)
         period = cache.through(key, at, filters.until is not None and filters.until <= at, compute)
     everything = scope(session, replace(filters, reader=None), visible)  # a reader's backlog: what they hold
     return {**period, "backlog": backlog(session, everything, at, filters.reader)}
+
+
+def figures_key(visible: ColumnElement[bool], filters: Filters, timezone: str, breaches_shown: int | None) -> str:
+    """The cache key of :func:`period_figures` with these arguments (the worker's warm-up fills the same key)."""
+    return cache_key(visible, filters=asdict(filters), timezone=timezone, breaches=breaches_shown)
 
 
 def period_figures(
